@@ -1,0 +1,29 @@
+# chunky: two set-up commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The llama-cpp-python source build takes ~6 minutes here: build it once into a wheel and reuse it.
+WHEELHOUSE ?= $(HOME)/.cache/chunky/wheels
+LLAMA_CPP_VERSION := 0.3.36
+STAMP := $(VENV)/.chunky-installed
+
+.PHONY: install demo test bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) WHEELHOUSE=$(WHEELHOUSE) LLAMA_CPP_VERSION=$(LLAMA_CPP_VERSION) bash scripts/install.sh
+	touch $(STAMP)
+
+demo: $(STAMP)
+	bash scripts/demo.sh
+
+test: $(STAMP)
+	bash scripts/install-browser.sh
+	$(BIN)/python -m pytest -q -ra
+
+bench: $(STAMP)
+	bash scripts/bench.sh
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,95 @@
+"""The one small interface every provider implements, and the errors the retry layer reads."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from chunky.models.types import ChatRequest, ChatResult
+
+
+class ProviderError(Exception):
+    """A failed call. `retryable` tells the retry layer whether another attempt can help."""
+
+    retryable: bool = False
+    kind: str = "error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class RateLimited(ProviderError):
+    retryable = True
+    kind = "rate limit (429)"
+
+
+class ServerError(ProviderError):
+    retryable = True
+    kind = "server error (5xx)"
+
+
+class CallTimeout(ProviderError):
+    retryable = True
+    kind = "timeout"
+
+
+class ConnectionFailed(ProviderError):
+    retryable = True
+    kind = "connection error"
+
+
+class MalformedResponse(ProviderError):
+    """The server answered, but not with a well-formed completion (garbage, truncated JSON)."""
+
+    retryable = True
+    kind = "malformed response"
+
+
+class BadRequest(ProviderError):
+    retryable = False
+    kind = "bad request"
+
+
+class AuthError(ProviderError):
+    retryable = False
+    kind = "authentication error"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec string such as `openai:gpt-4o-mini` or `http://127.0.0.1:8080/v1:smollm2`."""
+
+    provider: str
+    model: str
+    base_url: str | None = None
+    raw: str = ""
+
+    def __str__(self) -> str:
+        return self.raw or f"{self.provider}:{self.model}"
+
+
+class Provider(ABC):
+    """A backend that turns one request into one result. No caching or retries here."""
+
+    name: str = "provider"
+    # Providers whose calls are local and cheap report no cost.
+    supports_logprobs: bool = False
+    # Default max concurrent calls for this backend (the in-process llama is single-stream).
+    default_concurrency: int = 8
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+
+    @property
+    def endpoint(self) -> str:
+        """Part of the cache key that identifies the backend instance (never a secret)."""
+        return self.spec.base_url or ""
+
+    @abstractmethod
+    async def generate(self, request: ChatRequest, timeout: float) -> ChatResult:
+        """Run one request. Raise a ProviderError subclass on failure."""
+
+    async def aclose(self) -> None:  # pragma: no cover - default no-op
+        return None

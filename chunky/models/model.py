@@ -1,0 +1,221 @@
+"""`Model`: a provider wrapped with the cache, the retry layer, a concurrency limit, accounting and
+structured-output validation. This is what the rest of chunky calls."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from chunky.errors import ModelError, StructuredOutputError
+from chunky.models.accounting import GLOBAL_USAGE, UsageTracker, cost_of
+from chunky.models.base import Provider
+from chunky.models.cache import CallCache, default_cache
+from chunky.models.registry import create_provider, parse_spec
+from chunky.models.retry import RetryPolicy, call_with_retries
+from chunky.models.structured import parse_structured, repair_prompt
+from chunky.models.types import ChatRequest, ChatResult, GenerateConfig, Message, as_messages
+
+# One provider object per spec per process, so e.g. the in-process llama model loads once even
+# when the generator, target and judge are all `local`.
+_PROVIDERS: dict[str, Provider] = {}
+_PROVIDERS_LOCK = threading.Lock()
+
+
+def shared_provider(spec_str: str) -> Provider:
+    spec = parse_spec(spec_str)
+    key = f"{spec.provider}|{spec.base_url}|{spec.model}"
+    with _PROVIDERS_LOCK:
+        if key not in _PROVIDERS:
+            _PROVIDERS[key] = create_provider(spec)
+        return _PROVIDERS[key]
+
+
+@dataclass
+class Model:
+    """A model in a role (generator, target, judge, extractor...) with its own settings."""
+
+    spec: str
+    role: str = "default"
+    config: GenerateConfig = field(default_factory=GenerateConfig)
+    max_concurrency: int | None = None
+    timeout: float = 120.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    cache: CallCache | None = None
+    use_cache: bool = True
+    usage: UsageTracker = field(default_factory=lambda: GLOBAL_USAGE)
+    provider: Provider | None = None
+
+    def __post_init__(self) -> None:
+        if self.provider is None:
+            self.provider = shared_provider(self.spec)
+        if self.use_cache and self.cache is None:
+            self.cache = default_cache()
+        limit = self.max_concurrency or self.provider.default_concurrency
+        self.max_concurrency = limit
+        self._slots: dict[int, asyncio.Semaphore] = {}
+        self._rng = random.Random()
+
+    @property
+    def name(self) -> str:
+        return str(self.provider.spec)
+
+    def _slot(self) -> asyncio.Semaphore:
+        # A semaphore belongs to one event loop; keep one per loop.
+        loop = asyncio.get_running_loop()
+        key = id(loop)
+        sem = self._slots.get(key)
+        if sem is None:
+            sem = self._slots[key] = asyncio.Semaphore(self.max_concurrency or 1)
+        return sem
+
+    async def generate(
+        self,
+        prompt: str | list[Message] | list[dict[str, str]],
+        *,
+        system: str | None = None,
+        config: GenerateConfig | None = None,
+        json_schema: dict[str, Any] | None = None,
+        sample_index: int = 0,
+        hints: dict[str, Any] | None = None,
+        use_cache: bool | None = None,
+        **overrides: Any,
+    ) -> ChatResult:
+        """Call the model. `overrides` are GenerateConfig fields (temperature=0, max_tokens=64...)."""
+        cfg = self.config.merged(config, **overrides)
+        request = ChatRequest(
+            messages=as_messages(prompt, system),
+            config=cfg,
+            json_schema=json_schema,
+            sample_index=sample_index,
+            hints=hints,
+        )
+        return await self.run(request, use_cache=use_cache)
+
+    async def run(self, request: ChatRequest, *, use_cache: bool | None = None) -> ChatResult:
+        provider = self.provider
+        assert provider is not None
+        caching = (self.use_cache if use_cache is None else use_cache) and self.cache is not None
+        key = request.cache_key(provider.name, provider.spec.model, provider.endpoint)
+        if caching:
+            hit = await asyncio.to_thread(self.cache.get, key) if self._threaded_cache else self.cache.get(key)
+            if hit is not None:
+                self.usage.record(self.role, input_tokens=0, output_tokens=0, cost=0.0, cached=True)
+                return hit
+        result = await self._call(request)
+        if request.json_schema is not None:
+            result = await self._ensure_structured(request, result)
+        if caching:
+            if self._threaded_cache:
+                await asyncio.to_thread(self.cache.put, key, result)
+            else:
+                self.cache.put(key, result)
+        return result
+
+    # Remote calls take long enough that a thread hop for SQLite is free; for the in-process mock
+    # it would dominate, so do those inline.
+    @property
+    def _threaded_cache(self) -> bool:
+        return self.provider is not None and self.provider.name != "mock"
+
+    async def _call(self, request: ChatRequest) -> ChatResult:
+        provider = self.provider
+        assert provider is not None
+        start = time.perf_counter()
+
+        def on_retry(err: Exception, wait: float) -> None:
+            self.usage.record_retry(self.role)
+
+        try:
+            result, attempts = await call_with_retries(
+                lambda: provider.generate(request, self.timeout),
+                policy=self.retry,
+                slot=self._slot(),
+                what=f"{self.role} call to {self.name}",
+                on_retry=on_retry,
+                rng=self._rng,
+            )
+        except ModelError:
+            self.usage.record_error(self.role)
+            raise
+        result.attempts = attempts
+        result.latency_s = time.perf_counter() - start
+        result.cached = False
+        if result.usage.cost_usd is None:
+            result.usage.cost_usd = cost_of(
+                provider.name, provider.spec.model, result.usage.input_tokens, result.usage.output_tokens
+            )
+        self.usage.record(
+            self.role,
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+            cost=result.usage.cost_usd,
+            cached=False,
+        )
+        return result
+
+    async def _ensure_structured(self, request: ChatRequest, result: ChatResult) -> ChatResult:
+        """Validate structured output; on failure make one repair call with the problem stated."""
+        schema = request.json_schema
+        assert schema is not None
+        value, problem = parse_structured(result.text, schema)
+        if problem is None:
+            result.parsed = value
+            return result
+        repair = ChatRequest(
+            messages=request.messages
+            + [Message("assistant", result.text or "(empty)"), Message("user", repair_prompt(problem, schema))],
+            config=request.config,
+            json_schema=schema,
+            sample_index=request.sample_index,
+            hints=request.hints,
+        )
+        second = await self._call(repair)
+        value, problem2 = parse_structured(second.text, schema)
+        if problem2 is not None:
+            self.usage.record_error(self.role)
+            raise StructuredOutputError(
+                f"{self.role} call to {self.name} returned no valid JSON after one repair: {problem2}",
+                raw_text=second.text,
+            )
+        second.parsed = value
+        second.usage.input_tokens += result.usage.input_tokens
+        second.usage.output_tokens += result.usage.output_tokens
+        if second.usage.cost_usd is not None and result.usage.cost_usd is not None:
+            second.usage.cost_usd += result.usage.cost_usd
+        second.latency_s += result.latency_s
+        second.attempts += result.attempts
+        return second
+
+    def generate_sync(self, prompt: Any, **kwargs: Any) -> ChatResult:
+        """Blocking convenience wrapper (for scripts and the CLI)."""
+        return asyncio.run(self.generate(prompt, **kwargs))
+
+
+def get_model(
+    spec: str,
+    role: str = "default",
+    *,
+    config: GenerateConfig | None = None,
+    max_concurrency: int | None = None,
+    timeout: float = 120.0,
+    use_cache: bool = True,
+    cache: CallCache | None = None,
+    usage: UsageTracker | None = None,
+    retry: RetryPolicy | None = None,
+) -> Model:
+    """Build a Model for a spec string (see `chunky models` for the syntax)."""
+    return Model(
+        spec=spec,
+        role=role,
+        config=config or GenerateConfig(),
+        max_concurrency=max_concurrency,
+        timeout=timeout,
+        retry=retry or RetryPolicy(),
+        cache=cache,
+        use_cache=use_cache,
+        usage=usage or GLOBAL_USAGE,
+    )
