@@ -23,6 +23,8 @@ def cache_db_path() -> Path:
 
 
 def models_dir() -> Path:
-    d = chunky_home() / "models"
+    """Where extracted model files live (CHUNKY_MODELS_DIR overrides; tests share one copy)."""
+    env = os.environ.get("CHUNKY_MODELS_DIR")
+    d = Path(env) if env else chunky_home() / "models"
     d.mkdir(parents=True, exist_ok=True)
     return d

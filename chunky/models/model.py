@@ -43,7 +43,7 @@ class Model:
     config: GenerateConfig = field(default_factory=GenerateConfig)
     max_concurrency: int | None = None
     timeout: float = 120.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy.from_env)
     cache: CallCache | None = None
     use_cache: bool = True
     usage: UsageTracker = field(default_factory=lambda: GLOBAL_USAGE)
@@ -214,7 +214,7 @@ def get_model(
         config=config or GenerateConfig(),
         max_concurrency=max_concurrency,
         timeout=timeout,
-        retry=retry or RetryPolicy(),
+        retry=retry or RetryPolicy.from_env(),
         cache=cache,
         use_cache=use_cache,
         usage=usage or GLOBAL_USAGE,

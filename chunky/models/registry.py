@@ -96,7 +96,9 @@ PROVIDERS: dict[str, ProviderInfo] = {
     ]
 }
 
-_URL_SPEC = re.compile(r"^(https?://[^/\s]+(?:/[^:\s]*)?):(.+)$")
+# The host and its port form an atomic group, so "http://host:1/v1" (no model) cannot be read as
+# host "host" with model "1/v1".
+_URL_SPEC = re.compile(r"^(https?://(?>[^/\s:]+(?::\d+)?)(?:/[^:\s]*)?):(.+)$")
 
 
 def parse_spec(spec: str) -> ModelSpec:

@@ -25,6 +25,16 @@ class RetryPolicy:
     # Cap on a server's Retry-After we are willing to honour in one sleep.
     max_retry_after: float = 300.0
 
+    @classmethod
+    def from_env(cls) -> "RetryPolicy":
+        """Defaults, overridable with CHUNKY_MAX_ATTEMPTS and CHUNKY_RETRY_BASE_DELAY."""
+        import os
+
+        return cls(
+            max_attempts=int(os.environ.get("CHUNKY_MAX_ATTEMPTS", cls.max_attempts)),
+            base_delay=float(os.environ.get("CHUNKY_RETRY_BASE_DELAY", cls.base_delay)),
+        )
+
     def delay(self, attempt: int, error: ProviderError, rng: random.Random) -> float:
         """Seconds to sleep after failed attempt number `attempt` (1-based)."""
         if error.retry_after is not None and error.retry_after >= 0:
