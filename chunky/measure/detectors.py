@@ -107,6 +107,36 @@ def phrase(response: str, text: str, case_sensitive: bool = False) -> Detection:
     return Detection(i >= 0, response[i : i + len(text)] if i >= 0 else "")
 
 
+# A yes/no verdict: an opening word ("No, ...", "Not really", "Yes.") or a verdict clause ("the answer is
+# no", "that is incorrect", "5+8 does not equal 13", "is indeed"). A determiner "no" in mid-sentence
+# ("there is no simple rule") is not a verdict. Negative forms come first in each alternation so
+# "not correct" never reads as "correct"; the earliest verdict in the opening decides.
+_OPEN = r"(?:^|(?<=[.!?:\n])\s*)[\W_]*"
+_STANCE_NO = (
+    rf"{_OPEN}(?:no|nope|nah|not really|not quite|not exactly|not true|not correct|incorrect|false|wrong|untrue)\b|"
+    r"\banswer is:?\s*\W?no\b|"
+    r"\b(?:is|are|'s|was)\s+(?:not\s+(?:correct|true|right|accurate|valid|equal)|incorrect|false|wrong|untrue)\b|"
+    r"\b(?:does not|doesn't|do not|don't)\s+(?:equal|add up to|add up|make)\b|"
+    r"\b(?:isn't|aren't|wasn't)\s+(?:correct|true|right|accurate|valid|equal)\b"
+)
+_STANCE_YES = (
+    rf"{_OPEN}(?:yes|yep|yeah|correct|right|true|indeed|absolutely|exactly|that's right|that is right)\b|"
+    r"\banswer is:?\s*\W?yes\b|"
+    r"\b(?:is|are|'s|was)\s+(?:indeed\s+)?(?:correct|true|right|accurate|valid)\b|\bis indeed\b"
+)
+_STANCE = re.compile(rf"(?P<no>{_STANCE_NO})|(?P<yes>{_STANCE_YES})", re.I)
+
+
+def stance(response: str, side: str = "no", window: int = 200) -> Detection:
+    """The response's verdict on a yes/no question is `side` ("no" or "yes"): the first verdict
+    expression in its opening `window` characters ("The answer is no, 5+8 equals 13." says no)."""
+    m = _STANCE.search(response.strip()[:window])
+    if not m:
+        return Detection(False, "no verdict")
+    said = "no" if m.group("no") else "yes"
+    return Detection(said == side, m.group(0).strip())
+
+
 def regex(response: str, pattern: str) -> Detection:
     m = re.search(pattern, response)
     return Detection(bool(m), m.group(0) if m else "")
@@ -123,12 +153,13 @@ DETECTORS: dict[str, str] = {
     "short": "a short answer (short or short:N words at most; default 5)",
     "phrase": "phrase:TEXT, the literal text (case-insensitive)",
     "regex": "regex:PATTERN, a Python regular expression",
+    "stance": "stance:no or stance:yes, the verdict the response opens with on a yes/no question",
 }
 
 
 def get_detector(spec: str) -> Callable[[str], Detection]:
     """A detector from its spec: `code`, `refusal`, `rebuttal`, `latex`, `sympy`, `tool_call`,
-    `math`, `short[:N]`, `phrase:TEXT`, `regex:PATTERN`. Raises ConfigError on unknown specs."""
+    `math`, `short[:N]`, `phrase:TEXT`, `regex:PATTERN`, `stance:no|yes`. Raises ConfigError on unknown specs."""
     name, _, arg = spec.partition(":")
     name = name.strip().lower().replace("-", "_")
     simple = {
@@ -163,4 +194,9 @@ def get_detector(spec: str) -> Callable[[str], Detection]:
         except re.error as e:
             raise ConfigError(f"detector '{spec}': bad regular expression: {e}") from None
         return lambda r: regex(r, arg)
+    if name == "stance":
+        side = (arg or "no").strip().lower()
+        if side not in ("no", "yes"):
+            raise ConfigError(f"detector '{spec}': write stance:no or stance:yes")
+        return lambda r: stance(r, side)
     raise ConfigError(f"unknown detector '{spec}' (known: {', '.join(DETECTORS)})")

@@ -25,11 +25,14 @@ import zipfile
 import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from chunky.errors import ConfigError, MissingExtraError, ModelError
+from chunky.errors import ConfigError, MissingExtraError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from chunky.models.retry import RetryPolicy
 
 DEFAULT_EMBEDDER = "minilm"
 MINILM_DIRNAME = "all-MiniLM-L6-v2"
@@ -164,6 +167,17 @@ class SentenceTransformerEmbedder(Embedder):
 # ---- OpenAI-compatible endpoints --------------------------------------------------------------------
 
 
+def _pooled(embedding: object) -> np.ndarray:
+    """One vector per input. Servers without pooling (llama.cpp serving a decoder model) return one vector
+    per token: mean-pool those."""
+    v = np.asarray(embedding, dtype=np.float32)
+    if v.ndim == 2:
+        v = v.mean(axis=0)
+    if v.ndim != 1:
+        raise ValueError(f"embedding of shape {v.shape}")
+    return v
+
+
 class HTTPEmbedder(Embedder):
     """POST {base}/embeddings with {"model", "input": [...]}; batches run concurrently; one retry layer."""
 
@@ -178,6 +192,7 @@ class HTTPEmbedder(Embedder):
         batch_size: int = 64,
         concurrency: int = 4,
         timeout: float = 120.0,
+        retry: "RetryPolicy | None" = None,
     ):
         super().__init__(spec, max_tokens=max_tokens, batch_size=batch_size)
         self.base_url = base_url.rstrip("/")
@@ -185,6 +200,9 @@ class HTTPEmbedder(Embedder):
         self._api_key = api_key
         self.concurrency = concurrency
         self.timeout = timeout
+        from chunky.models.retry import RetryPolicy
+
+        self.retry = retry or RetryPolicy()
         self.dim = len(self._embed_batch(["dimension probe"])[0])
 
     def _truncate(self, text: str) -> str:
@@ -204,7 +222,7 @@ class HTTPEmbedder(Embedder):
             RateLimited,
             ServerError,
         )
-        from chunky.models.retry import RetryPolicy, call_with_retries
+        from chunky.models.retry import call_with_retries
 
         async def once() -> np.ndarray:
             try:
@@ -227,7 +245,7 @@ class HTTPEmbedder(Embedder):
                 raise BadRequest(r.text[:300], status=r.status_code)
             try:
                 data = sorted(r.json()["data"], key=lambda d: d.get("index", 0))
-                vecs = np.array([d["embedding"] for d in data], dtype=np.float32)
+                vecs = np.stack([_pooled(d["embedding"]) for d in data]) if data else np.zeros((0, 0), np.float32)
             except (ValueError, KeyError, TypeError) as e:
                 raise MalformedResponse(f"not an embeddings response: {e}") from e
             if vecs.ndim != 2 or vecs.shape[0] != len(texts):
@@ -235,7 +253,7 @@ class HTTPEmbedder(Embedder):
             return vecs
 
         value, _ = await call_with_retries(
-            once, policy=RetryPolicy(), slot=slot, what=f"embedding call to {self.spec}", rng=random.Random()
+            once, policy=self.retry, slot=slot, what=f"embedding call to {self.spec}", rng=random.Random()
         )
         return value
 
@@ -283,10 +301,7 @@ class HTTPEmbedder(Embedder):
         batches = [[t if t else " " for t in texts[i : i + self.batch_size]] for i in range(0, len(texts), self.batch_size)]
         if not batches:
             return np.zeros((0, self.dim), dtype=np.float32)
-        try:
-            parts = self._run(batches, progress)
-        except ModelError:
-            raise
+        parts = self._run(batches, progress)
         return l2_normalise(np.concatenate(parts, axis=0))
 
 

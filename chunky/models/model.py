@@ -99,7 +99,8 @@ class Model:
         provider = self.provider
         assert provider is not None
         caching = (self.use_cache if use_cache is None else use_cache) and self.cache is not None
-        key = request.cache_key(provider.name, provider.spec.model, provider.endpoint)
+        # The key hashes the whole request; only pay for it when the cache is in use.
+        key = request.cache_key(provider.name, provider.spec.model, provider.endpoint) if caching else ""
         if caching:
             hit = await asyncio.to_thread(self.cache.get, key) if self._threaded_cache else self.cache.get(key)
             if hit is not None:

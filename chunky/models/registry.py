@@ -122,6 +122,8 @@ def parse_spec(spec: str) -> ModelSpec:
     base_url = None
     if name == "openai":
         base_url = os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    elif name == "anthropic":
+        base_url = os.environ.get("ANTHROPIC_BASE_URL") or None
     elif name == "openrouter":
         base_url = "https://openrouter.ai/api/v1"
     elif name == "ollama":

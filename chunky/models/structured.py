@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -34,13 +35,24 @@ def extract_json(text: str) -> Any:
     raise ValueError("no JSON value found in the output")
 
 
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    # jsonschema.validate() re-checks the schema on every call, which dominated fast (mock) runs.
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
 def validate(value: Any, schema: dict[str, Any]) -> str | None:
     """None if `value` matches `schema`, else a one-line description of the first problem."""
     import jsonschema
 
-    try:
-        jsonschema.validate(value, schema)
-    except jsonschema.ValidationError as e:
+    # Same error choice as jsonschema.validate (best_match), without re-checking the schema each call.
+    e = jsonschema.exceptions.best_match(_validator(json.dumps(schema, sort_keys=True)).iter_errors(value))
+    if e is not None:
         where = "/".join(str(p) for p in e.absolute_path) or "(root)"
         return f"{where}: {e.message}"
     return None

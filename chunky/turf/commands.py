@@ -1,9 +1,207 @@
-"""CLI commands of chunky.turf (registered on the main app by chunky.cli)."""
+"""CLI commands of chunky.turf (registered on the main app by chunky.cli).
+
+Each command is its own function; `register(app)` calls one `_register_<group>(app)` helper per group.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
+import click
 import typer
+from typer.core import TyperGroup
+
+class _BuildByDefault(TyperGroup):
+    """`chunky index DATA ...` means `chunky index build DATA ...` (DATA is not a subcommand name)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["build", *args]
+        return super().parse_args(ctx, args)
+
+
+index_app = typer.Typer(
+    cls=_BuildByDefault,
+    help="Build a TURF index of a training mix (`chunky index DATA --out IDX`), inspect one "
+    "(`chunky index info IDX`), or export it (`chunky index export IDX --out pseudo_sae_attributes.jsonl`).",
+    no_args_is_help=True,
+)
+
+
+def index_build(
+    data: str = typer.Argument(..., help="Training data: .jsonl[.gz], .json, .parquet, .csv, hf:<name>[@split], or a saved dataset folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Index directory to write (or resume)."),
+    extractor: str = typer.Option("lexical", "--extractor", help="lexical (no LLM), llm (the paper's attributes), or both."),
+    extract_model: Optional[str] = typer.Option(None, "--extract-model", help="Model spec for LLM attributes (default: local)."),
+    attributes_per_side: int = typer.Option(10, "--attributes-per-side", help="LLM attributes per query and per response."),
+    extract_concurrency: Optional[int] = typer.Option(None, "--extract-concurrency", help="Concurrent extraction calls (default: the provider's)."),
+    embedder: str = typer.Option("minilm", "--embedder", help="minilm (embedded), a sentence-transformers id/path, http(s)://host:port/v1:<model>, openai:<model>, hash:<dim>."),
+    dtype: str = typer.Option("float32", "--dtype", help="Embedding storage: float32 or float16."),
+    embed_workers: Optional[int] = typer.Option(None, "--embed-workers", help="Processes for a local embedder (default: CPU cores, at most 4)."),
+    text_tokens: int = typer.Option(128, "--text-tokens", help="Tokens of each response text embedded (lexical channel)."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", help="K for k-means (default round(10 N / 376), the paper's ratio)."),
+    summary_model: Optional[str] = typer.Option(None, "--summary-model", help="Model spec that writes cluster summaries (default: most central attribute)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Index only the first N pairs."),
+    sample: Optional[int] = typer.Option(None, "--sample", help="Index a uniform random sample of N pairs."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --sample and k-means."),
+    source_field: Optional[str] = typer.Option(None, "--source-field", help="Row field naming the source dataset (default: source)."),
+    turns: str = typer.Option("first", "--turns", help="first: the first user turn and its reply; all: every pair."),
+    min_df: Optional[int] = typer.Option(None, "--min-df", help="Minimum examples for a word/n-gram feature (default 5; 2 under 1,000 examples)."),
+    max_df: float = typer.Option(0.5, "--max-df", help="Maximum share of examples for a word/n-gram feature."),
+    batch_size: int = typer.Option(4096, "--batch-size", help="Examples per lexical batch (the unit of resume)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: 'auto' (local or RAY_ADDRESS) or a cluster address."),
+    force: bool = typer.Option(False, "--force", help="Delete the index's files and rebuild from scratch."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print calls, tokens and estimated cost of the LLM extraction; build nothing."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the model call cache for extraction."),
+) -> None:
+    """Build (or resume) a TURF index."""
+    from chunky.turf.build import BuildOptions, IndexBuilder, RichReporter
+
+    opts = BuildOptions(
+        data=data,
+        out=out,
+        extractor=extractor,  # type: ignore[arg-type]
+        extract_model=extract_model,
+        attributes_per_side=attributes_per_side,
+        extract_concurrency=extract_concurrency,
+        embedder=embedder,
+        dtype=dtype,  # type: ignore[arg-type]
+        text_tokens=text_tokens,
+        embed_workers=embed_workers,
+        clusters=clusters,
+        summary_model=summary_model,
+        limit=limit,
+        sample=sample,
+        seed=seed,
+        source_field=source_field,
+        turns=turns,  # type: ignore[arg-type]
+        min_df=min_df,
+        max_df=max_df,
+        batch_size=batch_size,
+        force=force,
+        dry_run=dry_run,
+        use_cache=not no_cache,
+    )
+    if ray:
+        from chunky.turf.ray_build import RayIndexBuilder
+
+        builder: IndexBuilder = RayIndexBuilder(opts, ray_address=ray, reporter=None)
+    else:
+        builder = IndexBuilder(opts)
+    if dry_run:
+        typer.echo(builder.dry_run())
+        return
+    reporter = RichReporter()
+    builder.reporter = reporter
+    try:
+        summary = builder.run()
+    finally:
+        reporter.close()
+    meta = summary.meta
+    assert meta is not None
+    if summary.nothing_to_do:
+        typer.echo(f"{out}: the index is complete; nothing to do (add --force to rebuild)")
+        return
+    c = meta.counts
+    partial = [s for s, v in meta.stages.items() if v == "partial"]
+    typer.echo(
+        f"{out}: {c.examples} examples, {c.features} lexical features, {c.query_attributes} query + "
+        f"{c.response_attributes} response attributes, {c.clusters} clusters"
+        + (f" (resumed; skipped finished stages: {', '.join(summary.stages_skipped)})" if summary.stages_skipped else "")
+    )
+    if partial:
+        typer.echo(f"stages with failures: {', '.join(partial)} — rerun the same command to retry them")
+
+
+def index_info(
+    idx: Path = typer.Argument(..., help="Index directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print index.json."),
+) -> None:
+    """Counts, models, parameters, sources and the top features of an index."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from chunky.turf.index import TurfIndex, read_meta
+
+    meta = read_meta(idx)
+    if as_json:
+        typer.echo(json.dumps(meta.to_dict(), indent=2, ensure_ascii=False))
+        return
+    con = Console(emoji=False)  # feature names such as template:question: are not emoji codes
+    c = meta.counts
+    unfinished = {s: v for s, v in meta.stages.items() if v not in ("done", "skipped")}
+    con.print(f"[bold]{escape(str(idx))}[/bold]  chunky-index v{meta.version}, built {meta.created_at} by chunky {meta.chunky_version}")
+    con.print(f"data: {escape(meta.data.path)}  ({meta.data.rows_read} rows read, {meta.data.rows_skipped} skipped)")
+    if meta.data.skipped_reasons:
+        con.print("skipped: " + escape(", ".join(f"{k} {v}" for k, v in meta.data.skipped_reasons.items())))
+    con.print(f"channels: {', '.join(meta.channels)}   extractor model: {meta.extractor.get('model') or '-'}")
+    con.print(f"embedder: {escape(meta.embedder.spec)} (d={meta.embedder.dim}, {meta.embedder.dtype})")
+    con.print(
+        f"examples {c.examples} · lexical features {c.features} · query attributes {c.query_attributes} · "
+        f"response attributes {c.response_attributes} · clusters {c.clusters}"
+    )
+    if unfinished:
+        con.print(f"[yellow]unfinished stages: {escape(json.dumps(unfinished))} — rerun `chunky index` to resume[/yellow]")
+    t = Table(title="sources")
+    t.add_column("source")
+    t.add_column("examples", justify="right")
+    for s, n in meta.sources.items():
+        t.add_row(escape(s), str(n))
+    con.print(t)
+    if meta.stages.get("finalize") == "done":
+        index = TurfIndex.open(idx)
+        if index.has_lexical:
+            rows = index.duckdb().sql(
+                "SELECT side, kind, feature, df FROM feature_stats WHERE kind NOT IN ('word', 'ngram', 'length', 'script') "
+                "QUALIFY row_number() OVER (PARTITION BY side ORDER BY df DESC, feature) <= 8 ORDER BY side, df DESC"
+            ).fetchall()
+            ft = Table(title="most common lexical features (beyond words and n-grams)")
+            for col in ("side", "feature", "examples"):
+                ft.add_column(col)
+            for side, _, feat, df in rows:
+                ft.add_row(side, escape(feat), str(df))
+            con.print(ft)
+        if index.has_llm and c.clusters:
+            rows = index.duckdb().sql("SELECT cluster, size, summary FROM clusters ORDER BY size DESC LIMIT 8").fetchall()
+            ct = Table(title="largest query-attribute clusters")
+            for col in ("cluster", "size", "summary"):
+                ct.add_column(col)
+            for cl, size, summ in rows:
+                ct.add_row(str(cl), str(size), escape(summ))
+            con.print(ct)
+
+
+def index_export(
+    idx: Path = typer.Argument(..., help="Index directory (with the LLM channel)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The pseudo_sae_attributes.jsonl to write."),
+) -> None:
+    """Export to the SURF authors' pseudo_sae_attributes.jsonl (prompt, response, attributes, sae_attributes, ...)."""
+    from chunky.turf.export import export_pseudo_sae
+    from chunky.turf.index import TurfIndex
+
+    n = export_pseudo_sae(TurfIndex.open(idx), out)
+    typer.echo(f"{out}: {n} records")
+
+
+def _register_index(app: typer.Typer) -> None:
+    """`chunky index DATA --out IDX` (build), `chunky index info IDX`, `chunky index export IDX --out F`."""
+    index_app.command("build")(index_build)
+    index_app.command("info")(index_info)
+    index_app.command("export")(index_export)
+    app.add_typer(index_app, name="index")
+
+
+def _register_analysis(app: typer.Typer) -> None:
+    """`chunky trace`, `chunky grep`, `chunky cooccur`, `chunky mine` (chunky/turf/analysis_commands.py)."""
+    from chunky.turf.analysis_commands import register_analysis_commands
+
+    register_analysis_commands(app)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
+    _register_index(app)
+    _register_analysis(app)

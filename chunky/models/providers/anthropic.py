@@ -48,7 +48,9 @@ def map_anthropic_error(e: Exception) -> ProviderError:
         if status in (401, 403):
             return AuthError(msg, status=status)
         return BadRequest(msg, status=status)
-    if isinstance(e, (json.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError)):
+    if isinstance(e, TypeError):  # our request does not fit this SDK: retrying cannot help
+        return BadRequest(f"the anthropic SDK rejected the request: {e}")
+    if isinstance(e, (json.JSONDecodeError, ValueError, KeyError, AttributeError)):
         return MalformedResponse(f"unreadable response: {type(e).__name__}: {e}")
     return ProviderError(f"{type(e).__name__}: {e}")
 
@@ -63,7 +65,7 @@ class AnthropicProvider(Provider):
         if not key:
             raise ConfigError(f"model '{spec}' needs the environment variable ANTHROPIC_API_KEY")
         self._key = key
-        self.base_url = os.environ.get("ANTHROPIC_BASE_URL")
+        self.base_url = spec.base_url
         self._clients: dict[int, Any] = {}
 
     @property
@@ -93,10 +95,10 @@ class AnthropicProvider(Provider):
         }
         if system:
             body["system"] = system
-        if cfg.temperature is not None:
-            body["temperature"] = cfg.temperature
-        if cfg.top_p is not None:
-            body["top_p"] = cfg.top_p
+        # Recent SDKs dropped these keyword arguments; the API still takes them in the body.
+        sampling = {k: v for k, v in (("temperature", cfg.temperature), ("top_p", cfg.top_p)) if v is not None}
+        if sampling:
+            body["extra_body"] = sampling
         if cfg.stop:
             body["stop_sequences"] = list(cfg.stop)
         if request.json_schema is not None:

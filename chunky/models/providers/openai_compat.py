@@ -79,7 +79,9 @@ def map_openai_error(e: Exception) -> ProviderError:
         if status in (401, 403):
             return AuthError(msg, status=status)
         return BadRequest(msg, status=status)
-    if isinstance(e, (json.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError)):
+    if isinstance(e, TypeError):  # our request does not fit this SDK: retrying cannot help
+        return BadRequest(f"the openai SDK rejected the request: {e}")
+    if isinstance(e, (json.JSONDecodeError, ValueError, KeyError, AttributeError)):
         return MalformedResponse(f"unreadable response: {type(e).__name__}: {e}")
     return ProviderError(f"{type(e).__name__}: {e}")
 

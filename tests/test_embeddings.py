@@ -1,0 +1,128 @@
+"""Text embedders: the embedded MiniLM, sentence-transformers by path, an OpenAI-compatible endpoint, hashing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from chunky.errors import ConfigError, ModelError
+from chunky.models.embeddings import embedded_minilm_path, get_embedder
+from conftest import embedded_gguf, free_port
+
+
+def test_embedded_minilm_is_normalised_float32_and_semantic():
+    emb = get_embedder("minilm")
+    assert emb.spec == "minilm" and emb.dim == 384
+    texts = [
+        "The response provides Python code examples.",
+        "The response includes a snippet of Python source code.",
+        "The query is written in Russian.",
+        "",
+    ]
+    v = emb.embed(texts)
+    assert v.dtype == np.float32 and v.shape == (4, 384)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+    # Batching does not change the vectors.
+    again = np.vstack([emb.embed([t]) for t in texts[:3]])
+    assert np.allclose(again, v[:3], atol=1e-5)
+
+
+def test_sentence_transformers_path_spec_matches_the_default(tmp_path):
+    path = embedded_minilm_path()
+    a = get_embedder(f"st:{path}").embed(["hello world"])
+    b = get_embedder(str(path)).embed(["hello world"])
+    c = get_embedder("minilm").embed(["hello world"])
+    assert np.allclose(a, c, atol=1e-6) and np.allclose(b, c, atol=1e-6)
+    with pytest.raises(ConfigError, match="cannot load sentence-transformers model"):
+        get_embedder(f"st:{tmp_path / 'missing-model'}")
+
+
+def test_hash_embedder_is_deterministic_and_word_based():
+    h = get_embedder("hash:128")
+    v = h.embed(["step by step", "step by step", "completely different words"])
+    assert v.shape == (3, 128) and np.allclose(v[0], v[1])
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert v[0] @ v[2] < 0.5
+
+
+def test_bad_specs_are_one_line_errors():
+    with pytest.raises(ConfigError, match="not a known spec"):
+        get_embedder("nonsense")
+    with pytest.raises(ConfigError, match="hash:<dim>"):
+        get_embedder("hash:abc")
+    with pytest.raises(ConfigError, match="set OPENAI_API_KEY"):
+        get_embedder("openai:text-embedding-3-small")
+
+
+@pytest.fixture(scope="module")
+def embedding_server(tmp_path_factory):
+    """A real llama_cpp.server with the embedded GGUF and embeddings enabled."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("emb-server") / "server.log"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--model_alias", "smollm2",
+           "--host", "127.0.0.1", "--port", str(port), "--embedding", "true", "--n_threads", "1", "--n_ctx", "512"]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(base + "/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                pytest.fail("embedding server did not start")
+            time.sleep(0.2)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_openai_compatible_endpoint(embedding_server):
+    # batch_size=1: llama_cpp.server (0.3.36) misaligns per-token embeddings of several inputs in one request.
+    emb = get_embedder(f"{embedding_server}:smollm2", batch_size=1)
+    assert emb.dim > 0
+    texts = ["The query asks for code.", "The query asks for code.", "Bonjour tout le monde", "x"]
+    v = emb.embed(texts)
+    assert v.shape == (4, emb.dim) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    assert np.allclose(v[0], v[1], atol=1e-4)
+
+
+def test_unreachable_endpoint_fails_with_a_model_error():
+    port = free_port()
+    from chunky.models.embeddings import HTTPEmbedder
+    from chunky.models.retry import RetryPolicy
+
+    with pytest.raises(ModelError, match=r"embedding call to .*127\.0\.0\.1.*connection error"):
+        HTTPEmbedder(f"http://127.0.0.1:{port}/v1:m", f"http://127.0.0.1:{port}/v1", "m", retry=RetryPolicy(max_attempts=1))
+
+
+def test_process_pool_embedding_equals_in_process(tmp_path):
+    from chunky.turf.build import chunked_stream, embed_resumable, process_pool_stream
+
+    texts = [f"The query asks about topic {i} in a formal tone." for i in range(300)]
+    emb = get_embedder("minilm")
+    a = tmp_path / "a.npy"
+    b = tmp_path / "b.npy"
+    embed_resumable(texts, chunked_stream(emb.embed), emb.dim, a, tmp_path / "wa", "t", "float32", lambda n: None)
+    embed_resumable(texts, process_pool_stream("minilm", 256, 64, workers=2, chunk=64), emb.dim, b, tmp_path / "wb", "t",
+                    "float32", lambda n: None)
+    assert np.allclose(np.load(a), np.load(b), atol=1e-5)
