@@ -10,7 +10,7 @@ Speed: on the 89k index, trace without LLM calls, grep and cooccur; then on a sy
 
     python bench/attribution.py [--workdir DIR] [--skip-1m] [--n-fail 10] [--embedder minilm]
 
-Indexes are built once into --workdir (default /tmp/chunky-bench-attribution) and reused on later runs.
+Indexes are built once into --workdir (default: chunky-bench-attribution in the system temp dir) and reused on later runs.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import gzip
 import json
 import os
+import tempfile
 import random
 import re
 import statistics
@@ -419,7 +420,7 @@ def synthetic_index(out: Path, n: int, dim: int = 384, seed: int = 0):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "chunky-bench-attribution")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "chunky-bench-attribution")
     ap.add_argument("--n-fail", type=int, default=10, help="failing examples per scenario")
     ap.add_argument("--k-lexical", type=int, default=1000)
     ap.add_argument("--k", type=int, default=1000, help="k of the LLM channel")

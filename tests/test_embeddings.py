@@ -115,6 +115,7 @@ def test_unreachable_endpoint_fails_with_a_model_error():
         HTTPEmbedder(f"http://127.0.0.1:{port}/v1:m", f"http://127.0.0.1:{port}/v1", "m", retry=RetryPolicy(max_attempts=1))
 
 
+@pytest.mark.slow
 def test_process_pool_embedding_equals_in_process(tmp_path):
     from chunky.turf.build import chunked_stream, embed_resumable, process_pool_stream
 

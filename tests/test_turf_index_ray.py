@@ -23,12 +23,14 @@ def _sorted_rows(t):
 
 @pytest.mark.slow
 def test_ray_build_equals_local_build(tmp_path, llama_server):
+    # hash:64 embeds inside the Ray actors like any embedder; MiniLM itself is tested in test_embeddings.py
+    # (loading it in three actor pools would add minutes on 2 cores).
     from chunky.turf.ray_build import RayIndexBuilder
 
     ray.init(num_cpus=2, log_to_driver=False, configure_logging=False)
     try:
         common = dict(data=str(DATA / "tulu.jsonl"), extractor="both", extract_model=f"{llama_server}:smollm2",
-                      attributes_per_side=2, limit=3, embedder="minilm", clusters=2)
+                      attributes_per_side=2, limit=3, embedder="hash:64", clusters=2)
         RayIndexBuilder(BuildOptions(out=tmp_path / "ray", **common), ray_address="auto").run()
         # The vLLM-engine path needs ray.data.llm + vllm, absent here: a clear error, not a crash.
         with pytest.raises(ConfigError, match=r"ray\.data\.llm, which is not available here"):

@@ -31,7 +31,7 @@ index_app = typer.Typer(
 
 
 def index_build(
-    data: str = typer.Argument(..., help="Training data: .jsonl[.gz], .json, .parquet, .csv, hf:<name>[@split], or a saved dataset folder."),
+    data: str = typer.Argument(..., help="Training data: .jsonl[.gz], .json, .parquet, .csv, hf:<name> (or hf:<name>@<split>), or a saved dataset folder."),
     out: Path = typer.Option(..., "--out", "-o", help="Index directory to write (or resume)."),
     extractor: str = typer.Option("lexical", "--extractor", help="lexical (no LLM), llm (the paper's attributes), or both."),
     extract_model: Optional[str] = typer.Option(None, "--extract-model", help="Model spec for LLM attributes (default: local)."),

@@ -374,6 +374,14 @@ class LexicalParams:
         return 2 if n < 1000 else 5
 
 
+HASH_BITS = 26  # 64M buckets of int32: 256 MB
+
+
+def _bucket(keys: np.ndarray) -> np.ndarray:
+    """Multiplicative hash of packed keys into [0, 2**HASH_BITS)."""
+    return ((keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - HASH_BITS)).astype(np.int64)
+
+
 def _pack(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return (a.astype(np.uint64) << np.uint64(2 * ID_BITS)) | (b.astype(np.uint64) << np.uint64(ID_BITS)) | c.astype(np.uint64)
 
@@ -559,13 +567,23 @@ class LexicalBuilder:
         dfs: dict[str, np.ndarray] = {}
         regex_df: dict[str, Counter] = {s: Counter() for s in SIDES}
         for side in SIDES:
-            uniq_parts, count_parts = [], []
+            # Most n-grams are rare. A first pass counts document frequencies per hash bucket (an upper bound
+            # of each key's df, exact enough to drop every key below min_df); the exact count then only holds
+            # the surviving keys, so memory follows the kept vocabulary, not every n-gram ever seen.
+            buckets = np.zeros(1 << HASH_BITS, dtype=np.int32)
             for i in range(self.batches):
                 z = self._load_batch(i)
-                u, c = np.unique(z[f"{side}_key"], return_counts=True)
+                u, c = np.unique(_bucket(z[f"{side}_key"]), return_counts=True)
+                buckets[u] += c.astype(np.int32)
+                regex_df[side].update(z[f"{side}_rfeat"].tolist())
+            uniq_parts, count_parts = [], []
+            for i in range(self.batches):
+                keys = self._load_batch(i)[f"{side}_key"]
+                keys = keys[buckets[_bucket(keys)] >= min_df]
+                u, c = np.unique(keys, return_counts=True)
                 uniq_parts.append(u)
                 count_parts.append(c)
-                regex_df[side].update(z[f"{side}_rfeat"].tolist())
+            del buckets
             if uniq_parts:
                 allk = np.concatenate(uniq_parts)
                 allc = np.concatenate(count_parts)
