@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -63,6 +64,42 @@ def embedded_gguf() -> Path:
     return path
 
 
+@contextlib.contextmanager
+def serving(cmd: list[str], ready_url: str, log: Path, name: str, timeout: float = 60):
+    """Start a server process, wait until `ready_url` answers 200, and stop it by PID afterwards."""
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{name} exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(ready_url, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"{name} did not answer within {timeout:.0f} s: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def llama_server_cmd(port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--model_alias", "smollm2",
+        "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", *extra,
+    ]
+
+
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory):
     """A real `llama_cpp.server` on 127.0.0.1 serving the embedded GGUF as model `smollm2`.
@@ -70,47 +107,10 @@ def llama_server(tmp_path_factory):
     Yields the base URL (http://127.0.0.1:PORT/v1). Started once per session, stopped by PID.
     """
     port = free_port()
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(embedded_gguf()),
-        "--model_alias",
-        "smollm2",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "4096",
-        "--n_threads",
-        "1",
-    ]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 60
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(base + "/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail("llama_cpp.server did not start within 60 s")
-            time.sleep(0.2)
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with serving(llama_server_cmd(port, "--n_ctx", "4096"), base + "/models", log, "llama_cpp.server"):
         yield base
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
-import httpx
 import numpy as np
 import pytest
 
 from chunky.errors import ConfigError, ModelError
 from chunky.models.embeddings import embedded_minilm_path, get_embedder
-from conftest import embedded_gguf, free_port
+from conftest import free_port, llama_server_cmd, serving
 
 
 def test_embedded_minilm_is_normalised_float32_and_semantic():
@@ -67,31 +61,10 @@ def embedding_server(tmp_path_factory):
     """A real llama_cpp.server with the embedded GGUF and embeddings enabled."""
     port = free_port()
     log = tmp_path_factory.mktemp("emb-server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--model_alias", "smollm2",
-           "--host", "127.0.0.1", "--port", str(port), "--embedding", "true", "--n_threads", "1", "--n_ctx", "512"]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(base + "/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail("embedding server did not start")
-            time.sleep(0.2)
+    cmd = llama_server_cmd(port, "--embedding", "true", "--n_ctx", "512")
+    with serving(cmd, base + "/models", log, "llama_cpp.server (embeddings)"):
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

@@ -4,19 +4,15 @@ for the module; screenshots go to test-output/screenshots/."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from conftest import TEST_OUTPUT, free_port, run_cli
+from conftest import TEST_OUTPUT, free_port, run_cli, serving
 from web_fixtures import PAYLOAD, build_index, build_run
 
 CHROMIUM = "/usr/bin/chromium"
@@ -40,7 +36,9 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop running on the main thread until it stops,
+# which would break asyncio.run() in any test that ran after this module.
+@pytest.fixture(scope="module")
 def browser_context(tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
@@ -84,30 +82,9 @@ def served(tmp_path_factory):
     port = free_port()
     log = root.parent / "serve.log"
     exe = Path(sys.executable).parent / "chunky"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([str(exe), "serve", str(root), "--port", str(port)], stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"chunky serve exited with {proc.returncode}: {log.read_text()}")
-            try:
-                if httpx.get(base + "/", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"chunky serve did not answer within 30 s: {log.read_text()}")
-            time.sleep(0.1)
+    with serving([str(exe), "serve", str(root), "--port", str(port)], base + "/", log, "chunky serve", timeout=30):
         yield base, root, run, log
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def navigate(page, locator) -> None:

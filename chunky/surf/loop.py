@@ -16,7 +16,7 @@ import os
 import platform
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
 

@@ -30,7 +30,7 @@ from chunky.store.records import IterationRecord
 from chunky.web.charts import Bar, Heatmap, bar_chart, line_chart
 from chunky.web.discover import Catalog, Item
 from chunky.web.render import csp, render
-from chunky.web.views import FindingFilter, FindingPage, IndexSummary, RunSummary
+from chunky.web.views import FindingFilter, IndexSummary, RunSummary
 
 MAX_PAGE = 200
 MAX_PATTERN = 500
