@@ -186,18 +186,11 @@ def _messages(raw: Any) -> list[dict[str, str]] | None:
 def _row_conversation(row: Any, rowno: int, stem: str, source_field: str | None) -> Conversation:
     """One raw training row as a conversation, with the TURF loader's id and source rules
     (so ids match the index's). Raises RowSkipped."""
-    from chunky.turf.load import RowSkipped, row_pairs
+    from chunky.turf.load import RowSkipped, row_identity, row_pairs
 
     if not isinstance(row, dict):
         raise RowSkipped("row_not_an_object")  # also the loader's marker for an unparsable JSON line
-    if source_field:
-        if source_field not in row:
-            raise RowSkipped(f"missing_source_field_{source_field}")
-        source = str(row[source_field])
-    else:
-        source = str(row.get("source") or row.get("dataset") or stem)
-    rid = row.get("id")
-    rid = str(rid) if rid is not None and rid != "" else f"{stem}:{rowno}"
+    rid, source = row_identity(row, rowno, stem, source_field)
     raw = row.get("messages") if row.get("messages") is not None else row.get("conversations")
     if raw is not None:
         msgs = _messages(raw)

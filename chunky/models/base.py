@@ -57,6 +57,19 @@ class AuthError(ProviderError):
     kind = "authentication error"
 
 
+def error_for_status(status: int, message: str, retry_after: float | None = None) -> ProviderError:
+    """The retry layer's reading of an HTTP error status (shared by every HTTP provider)."""
+    if status == 429:
+        return RateLimited(message, retry_after=retry_after, status=status)
+    if status in (408, 425):
+        return CallTimeout(message, status=status)
+    if status >= 500:  # includes Anthropic's 529 "overloaded"
+        return ServerError(message, retry_after=retry_after, status=status)
+    if status in (401, 403):
+        return AuthError(message, status=status)
+    return BadRequest(message, status=status)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A parsed model spec string such as `openai:gpt-4o-mini` or `http://127.0.0.1:8080/v1:smollm2`."""

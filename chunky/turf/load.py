@@ -166,6 +166,13 @@ def row_examples(
     pairs = row_pairs(row)
     if turns == "first":
         pairs = pairs[:1]
+    rid, source = row_identity(row, rowno, stem, source_field)
+    return [Example(rid, source, t, q, r) for t, (q, r) in enumerate(pairs)]
+
+
+def row_identity(row: dict, rowno: int, stem: str, source_field: str | None) -> tuple[str, str]:
+    """A row's (id, source): its `id` (else FILE-STEM:ROW) and its source field (else `source`,
+    `dataset`, or the file's stem). Raises RowSkipped when --source-field names a missing field."""
     if source_field:
         if source_field not in row:
             raise RowSkipped(f"missing_source_field_{source_field}")
@@ -174,7 +181,7 @@ def row_examples(
         source = str(row.get("source") or row.get("dataset") or stem)
     rid = row.get("id")
     rid = str(rid) if rid is not None and rid != "" else f"{stem}:{rowno}"
-    return [Example(rid, source, t, q, r) for t, (q, r) in enumerate(pairs)]
+    return rid, source
 
 
 # ---- raw rows from each format ---------------------------------------------------------------------

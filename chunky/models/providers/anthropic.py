@@ -12,7 +12,6 @@ from typing import Any
 
 from chunky.errors import ConfigError
 from chunky.models.base import (
-    AuthError,
     BadRequest,
     CallTimeout,
     ConnectionFailed,
@@ -20,8 +19,7 @@ from chunky.models.base import (
     ModelSpec,
     Provider,
     ProviderError,
-    RateLimited,
-    ServerError,
+    error_for_status,
 )
 from chunky.models.providers.openai_compat import retry_after_seconds
 from chunky.models.types import ChatRequest, ChatResult, Usage
@@ -38,16 +36,8 @@ def map_anthropic_error(e: Exception) -> ProviderError:
     if isinstance(e, anthropic.APIConnectionError):
         return ConnectionFailed(f"could not connect: {e}")
     if isinstance(e, anthropic.APIStatusError):
-        status = e.status_code
         headers = getattr(e.response, "headers", None)
-        msg = f"HTTP {status}: {str(e)[:300]}"
-        if status == 429:
-            return RateLimited(msg, retry_after=retry_after_seconds(headers), status=status)
-        if status >= 500:  # includes 529 overloaded
-            return ServerError(msg, retry_after=retry_after_seconds(headers), status=status)
-        if status in (401, 403):
-            return AuthError(msg, status=status)
-        return BadRequest(msg, status=status)
+        return error_for_status(e.status_code, f"HTTP {e.status_code}: {str(e)[:300]}", retry_after_seconds(headers))
     if isinstance(e, TypeError):  # our request does not fit this SDK: retrying cannot help
         return BadRequest(f"the anthropic SDK rejected the request: {e}")
     if isinstance(e, (json.JSONDecodeError, ValueError, KeyError, AttributeError)):

@@ -13,7 +13,6 @@ from typing import Any
 
 from chunky.errors import ConfigError
 from chunky.models.base import (
-    AuthError,
     BadRequest,
     CallTimeout,
     ConnectionFailed,
@@ -21,8 +20,8 @@ from chunky.models.base import (
     ModelSpec,
     Provider,
     ProviderError,
-    RateLimited,
     ServerError,
+    error_for_status,
 )
 from chunky.models.structured import schema_instruction
 from chunky.models.types import ChatRequest, ChatResult, Message, TokenLogprob, Usage
@@ -67,18 +66,8 @@ def map_openai_error(e: Exception) -> ProviderError:
     if isinstance(e, openai.APIConnectionError):
         return ConnectionFailed(f"could not connect: {e}")
     if isinstance(e, openai.APIStatusError):
-        status = e.status_code
         headers = getattr(e.response, "headers", None)
-        msg = f"HTTP {status}: {_short(e)}"
-        if status == 429:
-            return RateLimited(msg, retry_after=retry_after_seconds(headers), status=status)
-        if status in (408, 425):
-            return CallTimeout(msg, status=status)
-        if status >= 500:
-            return ServerError(msg, retry_after=retry_after_seconds(headers), status=status)
-        if status in (401, 403):
-            return AuthError(msg, status=status)
-        return BadRequest(msg, status=status)
+        return error_for_status(e.status_code, f"HTTP {e.status_code}: {_short(e)}", retry_after_seconds(headers))
     if isinstance(e, TypeError):  # our request does not fit this SDK: retrying cannot help
         return BadRequest(f"the openai SDK rejected the request: {e}")
     if isinstance(e, (json.JSONDecodeError, ValueError, KeyError, AttributeError)):
