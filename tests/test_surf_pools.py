@@ -59,7 +59,7 @@ def test_plain_lists_as_text_or_jsonl(tmp_path):
 def test_bad_pools_name_the_file_and_line(tmp_path):
     j = tmp_path / "bad.jsonl"
     j.write_text('{"sae_attributes": ["a"]}\n{not json}\n')
-    with pytest.raises(ConfigError, match=r"bad.jsonl: line 2: not valid JSON"):
+    with pytest.raises(ConfigError, match=r"bad.jsonl: line 2 is not valid JSON"):
         load_pool(j)
     j.write_text('{"sae_attributes": "not a list"}\n{"sae_attributes": 3}\n')
     with pytest.raises(ConfigError, match=r"line 2: field 'sae_attributes': expected a list"):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from chunky.errors import ChunkyError, ConfigError
+from chunky.jsonl import read_jsonl
 
 MANIFEST_FORMAT = "chunky-mix-manifest"
 
@@ -224,23 +225,16 @@ def load_additions(path: Path) -> list[Conversation]:
         raise ConfigError(f"--add {path}: no such file")
     out = []
     stem = path.name.split(".")[0]
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
-            try:
-                conv = _row_conversation(row, n, stem, None)
-            except RowSkipped as e:
-                raise ConfigError(f"{path}: line {n}: not a usable conversation ({e.reason})") from None
-            if isinstance(row, dict) and not row.get("source"):
-                conv.source = f"added:{stem}"
-            if isinstance(row, dict) and not row.get("id"):
-                conv.id = f"added:{stem}:{n}"
-            out.append(conv)
+    for n, row in read_jsonl(path):
+        try:
+            conv = _row_conversation(row, n, stem, None)
+        except RowSkipped as e:
+            raise ConfigError(f"{path}: line {n}: not a usable conversation ({e.reason})") from None
+        if isinstance(row, dict) and not row.get("source"):
+            conv.source = f"added:{stem}"
+        if isinstance(row, dict) and not row.get("id"):
+            conv.id = f"added:{stem}:{n}"
+        out.append(conv)
     if not out:
         raise ConfigError(f"{path}: no rows to add")
     return out

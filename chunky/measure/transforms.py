@@ -23,7 +23,6 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
-import json
 import random
 import re
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from chunky.errors import ChunkyError, ConfigError
+from chunky.jsonl import read_jsonl
 from chunky.measure.evalset import EvalExample
 from chunky.models.types import Message
 
@@ -244,29 +244,22 @@ def load_icl_pool(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such file (icl:FILE:N)")
     pool = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
-            q = r = None
-            msgs = row.get("messages") if isinstance(row, dict) else None
-            if isinstance(msgs, list):
-                for i, m in enumerate(msgs[:-1]):
-                    if m.get("role") == "user" and msgs[i + 1].get("role") == "assistant":
-                        q, r = m.get("content"), msgs[i + 1].get("content")
-                        break
-            elif isinstance(row, dict):
-                q = row.get("prompt") or row.get("query") or row.get("question")
-                r = row.get("response") or row.get("completion") or row.get("answer")
-            if not isinstance(q, str) or not isinstance(r, str):
-                raise ConfigError(
-                    f"{path}: line {n}: needs `messages` with a user/assistant pair, or prompt + response fields"
-                )
-            pool.append((q, r))
+    for n, row in read_jsonl(path):
+        q = r = None
+        msgs = row.get("messages") if isinstance(row, dict) else None
+        if isinstance(msgs, list):
+            for i, m in enumerate(msgs[:-1]):
+                if m.get("role") == "user" and msgs[i + 1].get("role") == "assistant":
+                    q, r = m.get("content"), msgs[i + 1].get("content")
+                    break
+        elif isinstance(row, dict):
+            q = row.get("prompt") or row.get("query") or row.get("question")
+            r = row.get("response") or row.get("completion") or row.get("answer")
+        if not isinstance(q, str) or not isinstance(r, str):
+            raise ConfigError(
+                f"{path}: line {n}: needs `messages` with a user/assistant pair, or prompt + response fields"
+            )
+        pool.append((q, r))
     if not pool:
         raise ConfigError(f"{path}: no examples")
     return pool

@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from chunky.errors import ConfigError
+from chunky.jsonl import read_jsonl
 
 LIST_COLUMNS = ("sae_attributes", "attributes")
 TEXT_KEYS = ("attribute", "text", "description")
@@ -154,36 +155,25 @@ def _row_list(value: object, where: str) -> list[str]:
 
 
 def _read_jsonl(p: Path, column: str | None) -> AttributePool:
-    import gzip
-
-    opener = gzip.open if p.suffix == ".gz" else open
     rows: list[list[str]] = []
     texts: list[str] = []
     try:
-        with opener(p, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-            for n, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{p}: line {n}: not valid JSON ({e.msg})") from None
-                if isinstance(obj, str):
-                    texts.append(obj)
-                    continue
-                if not isinstance(obj, dict):
-                    raise ConfigError(f"{p}: line {n}: expected an object or a string")
-                cols = [column] if column else [c for c in LIST_COLUMNS if c in obj]
-                if cols and cols[0] in obj:
-                    rows.append(_row_list(obj[cols[0]], f"{p}: line {n}: field '{cols[0]}'"))
-                    continue
-                key = next((k for k in TEXT_KEYS if isinstance(obj.get(k), str)), None)
-                if key is not None and not column:
-                    texts.append(obj[key])
-                    continue
-                want = f"'{column}'" if column else "'sae_attributes' (a list) or 'attribute' (a text)"
-                raise ConfigError(f"{p}: line {n}: no field {want}")
+        for n, obj in read_jsonl(p):
+            if isinstance(obj, str):
+                texts.append(obj)
+                continue
+            if not isinstance(obj, dict):
+                raise ConfigError(f"{p}: line {n}: expected an object or a string")
+            cols = [column] if column else [c for c in LIST_COLUMNS if c in obj]
+            if cols and cols[0] in obj:
+                rows.append(_row_list(obj[cols[0]], f"{p}: line {n}: field '{cols[0]}'"))
+                continue
+            key = next((k for k in TEXT_KEYS if isinstance(obj.get(k), str)), None)
+            if key is not None and not column:
+                texts.append(obj[key])
+                continue
+            want = f"'{column}'" if column else "'sae_attributes' (a list) or 'attribute' (a text)"
+            raise ConfigError(f"{p}: line {n}: no field {want}")
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not UTF-8 text") from None
     if rows and texts:
