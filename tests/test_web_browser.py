@@ -12,6 +12,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from playwright.sync_api import expect
+
 from conftest import TEST_OUTPUT, free_port, run_cli, serving
 from web_fixtures import PAYLOAD, build_index, build_run
 
@@ -264,13 +266,13 @@ def test_report_opened_from_disk_is_self_contained_and_inert(served, page, tmp_p
     # clicking a finding jumps to its details in the same file, opening them when collapsed
     page.fill("[data-filter-text=findings]", "")
     page.locator("#findings a.finding-link").first.click()
-    assert page.url.endswith(f"#finding-{run.top_id}")
+    expect(page).to_have_url(re.compile(rf"#finding-{run.top_id}$"))
     tenth = page.locator("#findings tbody tr").nth(9)
     tenth_id = tenth.get_attribute("data-id")
     assert page.locator(f"#finding-{tenth_id} > details").get_attribute("open") is None
     tenth.locator("a.finding-link").click()
-    assert page.locator(f"#finding-{tenth_id} > details").get_attribute("open") is not None
-    assert page.locator(f"#finding-{tenth_id} .text.response").is_visible()
+    expect(page.locator(f"#finding-{tenth_id} > details")).to_have_attribute("open", "")
+    expect(page.locator(f"#finding-{tenth_id} .text.response")).to_be_visible()
     assert all(re.match(r"^(file|data):", u) for u in requests), requests
     shot(page, "07-report")
 

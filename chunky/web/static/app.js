@@ -25,8 +25,8 @@
     el.addEventListener('change', function () { apply(id); });
   });
   // Following a link to a collapsed section (the report's finding details) opens it.
-  function openTarget() {
-    var id = decodeURIComponent(location.hash.slice(1));
+  function openTarget(hash) {
+    var id = decodeURIComponent((typeof hash === 'string' ? hash : location.hash).slice(1));
     var el = id && document.getElementById(id);
     if (!el) return;
     var d = el.tagName === 'DETAILS' ? el : el.querySelector('details');
@@ -34,7 +34,13 @@
     if (d) d.open = true;
     el.scrollIntoView();
   }
-  window.addEventListener('hashchange', openTarget);
+  window.addEventListener('hashchange', function () { openTarget(); });
+  // hashchange fires after the click returns; opening on the click itself means the
+  // details are already open when the browser scrolls to them.
+  document.addEventListener('click', function (ev) {
+    var a = ev.target.closest && ev.target.closest('a[href^="#"]');
+    if (a) openTarget(a.getAttribute('href'));
+  });
   openTarget();
   document.documentElement.setAttribute('data-chunky-js', 'ready');
 })();
