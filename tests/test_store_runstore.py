@@ -169,3 +169,48 @@ def test_at_equal_scores_top_puts_responses_that_passed_the_gate_first(tmp_path)
                              judge_samples=[], status=SCORED, created_at=0.0))
         st.add_candidates(rows)
         assert [c.query for c in st.top(3)] == ["q2", "q0", "q1"]
+
+
+def test_a_read_only_store_reads_alongside_a_writer_and_refuses_to_write(tmp_path):
+    writer = RunStore.create(tmp_path / "run")
+    add(writer, slot=0, score=10.0)
+    with RunStore.open_readonly(tmp_path / "run") as reader:
+        assert [c.score for c in reader.top(5)] == [10.0]
+        add(writer, slot=1, score=80.0)  # committed by the writer while the reader is open
+        assert [c.score for c in reader.top(5)] == [80.0, 10.0]
+        with pytest.raises(sqlite3.OperationalError, match="readonly|read-only"):
+            reader.set_meta("x", 1)
+    writer.close()
+
+
+def test_a_read_only_open_never_migrates_and_says_why(tmp_path):
+    with pytest.raises(ChunkyError, match="not a SURF run directory"):
+        RunStore.open_readonly(tmp_path)
+    (tmp_path / "old").mkdir()
+    conn = sqlite3.connect(tmp_path / "old" / "run.sqlite")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("PRAGMA user_version=1")
+    conn.close()
+    if SCHEMA_VERSION > 1:
+        with pytest.raises(ChunkyError, match="older chunky"):
+            RunStore.open_readonly(tmp_path / "old")
+    (tmp_path / "new").mkdir()
+    conn = sqlite3.connect(tmp_path / "new" / "run.sqlite")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(ChunkyError, match="newer chunky"):
+        RunStore.open_readonly(tmp_path / "new")
+    assert sqlite3.connect(tmp_path / "new" / "run.sqlite").execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
+def test_typed_new_candidates_and_keyword_rows_commit_the_same_way(tmp_path):
+    from chunky.store import NewCandidate
+
+    fields = dict(run_id=0, iteration=0, slot=0, attempt=0, attributes=["a"], weighted=["a"], explore=[], query="q",
+                  response="r", score=5.0, reasoning="", error=None, gate=None, usage={}, judge_samples=[5.0],
+                  status=SCORED, created_at=0.0)
+    with RunStore.create(tmp_path / "run") as st:
+        ids = st.add_candidates([NewCandidate(**fields), dict(fields, slot=1)])
+        assert [st.candidate(i).slot for i in ids] == [0, 1]
+        with pytest.raises(TypeError):
+            st.add_candidate(**dict(fields, slot=2, colour="red"))

@@ -526,6 +526,27 @@ def test_traces_saved_in_an_index_are_listed_on_its_page(tmp_path):
     assert broken.status_code == 400 and "not valid JSON" in broken.text
 
 
+def test_an_index_page_mines_the_mix_on_request_and_links_pairs_to_their_per_source_rates(tmp_path):
+    build_index(tmp_path)
+    c = client(tmp_path)
+    url = f"/index/{quote(tmp_path.name)}/idx"
+    assert 'id="mine-result"' not in c.get(url).text  # seconds of work on a big mix: only when asked
+    page = c.get(url, params={"mine": "1", "min_count": "2"}).text
+    concentrated = [[text_of(td).strip() for td in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
+                    for tr in re.findall(r"<tr>(.*?)</tr>", page.split('class="mine-concentrated"')[1].split("</table>")[0], re.S)]
+    by_feature = {r[1]: r for r in concentrated if r}
+    assert by_feature["format:numbered_list"][2:4] == ["gsm8k", "2"]  # both examples with it are gsm8k's
+    assert by_feature["format:numbered_list"][-1] == "3.5×"  # 100% of it against gsm8k's 2/7 of the mix
+    pairs = page.split('class="mine-pairs"')[1].split("</table>")[0]
+    assert "format:numbered_list" in pairs and "closing:i_hope_it_is_correct" in pairs and "100.0%" in pairs
+    link = re.search(r'class="cooccur-link" href="([^"]+)"', pairs).group(1).replace("&amp;", "&")
+    co = c.get(link).text
+    assert re.search(r'class="rate">100.0%<', co)  # the linked conditional rate agrees with the mined one
+    # the default threshold (20 examples) finds nothing in 7 examples, and says so
+    assert "None with at least 20 examples" in c.get(url, params={"mine": "1"}).text
+    assert "None with at least 20 examples" in c.get(url, params={"mine": "1", "min_count": "lots"}).text
+
+
 def test_serve_on_a_busy_port_is_one_clear_line(tmp_path):
     import socket
 

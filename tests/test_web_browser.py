@@ -236,6 +236,14 @@ def test_index_grep_and_cooccur_forms(served, page):
     assert page.locator("#cooccur-result .rate").inner_text() == "100.0%"
     assert "3 of 7 examples match" in page.locator("#grep-result").inner_text()  # both results stay
     shot(page, "06-index")
+    # mining the mix, then following a mined pair to its per-source conditional rates
+    page.fill("input[name=min_count]", "2")
+    navigate(page, page.locator("#mine ~ form button").first)
+    assert "format:numbered_list" in page.locator("#mine-result table.mine-concentrated").inner_text()
+    shot(page, "06-index-mined")
+    navigate(page, page.locator("#mine-result a.cooccur-link").first)
+    assert page.locator("#cooccur-result .rate").inner_text() == "100.0%"
+    assert page.input_value("input[name=cq]") == "format:numbered_list"
     # a bad regex is one clear message, not a crash
     page.goto(base + f"/index/{quote(root.name)}/idx?pattern=re:(unclosed")
     assert "invalid regular expression" in page.locator(".problem").inner_text()

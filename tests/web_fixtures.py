@@ -201,6 +201,8 @@ def build_index(root: Path, name: str = "idx") -> Path:
             features.append({"example_id": e["example_id"], "side": "query", "feature": "format:numbered_list"})
         if "```" in e["response"]:
             features.append({"example_id": e["example_id"], "side": "response", "feature": "format:code_fence"})
+        if "I hope it is correct" in e["response"]:
+            features.append({"example_id": e["example_id"], "side": "response", "feature": "closing:i_hope_it_is_correct"})
     path = root / name
     write_index_tables(path, examples=examples, embedder_spec="hash:16", dim=16, features=features,
                        response_text_emb=np.eye(len(rows), 16, dtype=np.float32))

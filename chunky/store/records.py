@@ -17,6 +17,30 @@ FINAL_STATUSES = (SCORED, JUDGE_ERROR, TARGET_ERROR, GENERATION_FAILED)
 
 
 @dataclass
+class NewCandidate:
+    """A finished candidate as the SURF loop commits it (`RunStore.add_candidates`); the store assigns its id
+    and finish time and hands it back as a `CandidateRecord`."""
+
+    run_id: int
+    iteration: int
+    slot: int
+    attempt: int
+    attributes: list[str]
+    weighted: list[str]
+    explore: list[str]
+    query: str | None
+    response: str | None
+    score: float | None
+    reasoning: str | None
+    error: str | None
+    gate: dict[str, Any] | None
+    usage: dict[str, Any]
+    judge_samples: list[float]
+    status: str
+    created_at: float
+
+
+@dataclass
 class CandidateRecord:
     id: int
     run_id: int

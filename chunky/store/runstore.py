@@ -24,6 +24,7 @@ from chunky.store.records import (
     BufferEntry,
     CandidateRecord,
     IterationRecord,
+    NewCandidate,
     RobustnessRow,
     RobustnessSample,
     RunRecord,
@@ -136,6 +137,39 @@ class RunStore:
         except sqlite3.DatabaseError as e:
             raise ChunkyError(f"{db}: not a readable run database ({e})") from None
         return store
+
+    @classmethod
+    def open_readonly(cls, directory: str | Path) -> "RunStore":
+        """Open a run for reading only (`mode=ro`, `query_only`): safe while `chunky surf` is writing it, and
+        never migrates, so an older or newer schema is a clear error instead of a silent upgrade."""
+        d = Path(directory)
+        db = d / DB_NAME
+        if not db.is_file():
+            raise ChunkyError(f"{d}: not a SURF run directory (no {DB_NAME})")
+        try:
+            conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
+        except sqlite3.DatabaseError as e:
+            raise ChunkyError(f"{db}: not a readable run database ({e})") from None
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise ChunkyError(f"{db}: written by a newer chunky (schema {version}; this one reads up to {SCHEMA_VERSION})")
+            if version == 0:
+                raise ChunkyError(f"{db}: the run is still being created (no schema yet)")
+            if version < SCHEMA_VERSION:
+                # A reader cannot migrate; any chunky command that opens the run for writing does.
+                raise ChunkyError(
+                    f"{db}: written by an older chunky (schema {version} of {SCHEMA_VERSION}); run `chunky top {d}` "
+                    "once to upgrade it"
+                )
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise ChunkyError(f"{db}: not a readable run database ({e})") from None
+        except ChunkyError:
+            conn.close()
+            raise
+        return cls(d, conn)
 
     @classmethod
     def create(cls, directory: str | Path) -> "RunStore":
@@ -294,98 +328,49 @@ class RunStore:
         return [IterationRecord(*r) for r in self.conn.execute(sql + " ORDER BY run_id, iteration", args)]
 
     # ---- candidates
-    def add_candidate(
-        self,
-        *,
-        run_id: int,
-        iteration: int,
-        slot: int,
-        attempt: int,
-        attributes: list[str],
-        weighted: list[str],
-        explore: list[str],
-        query: str | None,
-        response: str | None,
-        score: float | None,
-        reasoning: str | None,
-        error: str | None,
-        gate: dict | None,
-        usage: dict,
-        judge_samples: list[float],
-        status: str,
-        created_at: float,
-    ) -> int:
-        """Commit one finished candidate; returns its id. A duplicate (same run/iteration/slot/attempt)
-        keeps the first copy."""
-        return self.add_candidates(
-            [
-                dict(
-                    run_id=run_id, iteration=iteration, slot=slot, attempt=attempt, attributes=attributes,
-                    weighted=weighted, explore=explore, query=query, response=response, score=score,
-                    reasoning=reasoning, error=error, gate=gate, usage=usage, judge_samples=judge_samples,
-                    status=status, created_at=created_at,
-                )
-            ]
-        )[0]
+    def add_candidate(self, **fields: Any) -> int:
+        """Commit one finished candidate (the fields of `NewCandidate`); returns its id. A duplicate (same
+        run/iteration/slot/attempt) keeps the first copy."""
+        return self.add_candidates([NewCandidate(**fields)])[0]
 
-    def add_candidates(self, rows: list[dict[str, Any]]) -> list[int]:
-        """Commit several finished candidates in one transaction (group commit); returns their ids.
-        Each row has the keyword arguments of `add_candidate`."""
+    def add_candidates(self, rows: list[NewCandidate] | list[dict[str, Any]]) -> list[int]:
+        """Commit several finished candidates in one transaction (group commit); returns their ids."""
         if not rows:
             return []
+        cands = [r if isinstance(r, NewCandidate) else NewCandidate(**r) for r in rows]
         with self._tx():
-            return [self._insert_candidate(**r) for r in rows]
+            return [self._insert_candidate(c) for c in cands]
 
-    def _insert_candidate(
-        self,
-        *,
-        run_id: int,
-        iteration: int,
-        slot: int,
-        attempt: int,
-        attributes: list[str],
-        weighted: list[str],
-        explore: list[str],
-        query: str | None,
-        response: str | None,
-        score: float | None,
-        reasoning: str | None,
-        error: str | None,
-        gate: dict | None,
-        usage: dict,
-        judge_samples: list[float],
-        status: str,
-        created_at: float,
-    ) -> int:
+    def _insert_candidate(self, c: NewCandidate) -> int:
         cur = self.conn.execute(
             "INSERT OR IGNORE INTO candidates (run_id, iteration, slot, attempt, attributes, weighted, explore, "
             "query, response, score, reasoning, error, gate, usage, judge_samples, created_at, finished_at, status) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                run_id,
-                iteration,
-                slot,
-                attempt,
-                dumps(attributes),
-                dumps(weighted),
-                dumps(explore),
-                query,
-                response,
-                score,
-                reasoning,
-                error,
-                None if gate is None else dumps(gate),
-                dumps(usage),
-                dumps(judge_samples),
-                created_at,
+                c.run_id,
+                c.iteration,
+                c.slot,
+                c.attempt,
+                dumps(c.attributes),
+                dumps(c.weighted),
+                dumps(c.explore),
+                c.query,
+                c.response,
+                c.score,
+                c.reasoning,
+                c.error,
+                None if c.gate is None else dumps(c.gate),
+                dumps(c.usage),
+                dumps(c.judge_samples),
+                c.created_at,
                 time.time(),
-                status,
+                c.status,
             ),
         )
         if cur.rowcount == 0:
             row = self.conn.execute(
                 "SELECT id FROM candidates WHERE run_id = ? AND iteration = ? AND slot = ? AND attempt = ?",
-                (run_id, iteration, slot, attempt),
+                (c.run_id, c.iteration, c.slot, c.attempt),
             ).fetchone()
             return int(row[0])
         return int(cur.lastrowid or 0)

@@ -11,6 +11,7 @@ skips the finished ones and, with deterministic models, ends exactly where an un
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import platform
@@ -30,6 +31,7 @@ from chunky.store import (
     SCORED,
     TARGET_ERROR,
     CandidateRecord,
+    NewCandidate,
     RunStore,
 )
 from chunky.surf.buffer import BufferItem, ReplayBuffer
@@ -187,10 +189,10 @@ class CandidateWriter:
 
     def __init__(self, store: RunStore):
         self.store = store
-        self.pending: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
+        self.pending: list[tuple[NewCandidate, asyncio.Future[int]]] = []
         self.scheduled = False
 
-    async def add(self, row: dict[str, Any]) -> int:
+    async def add(self, row: NewCandidate) -> int:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         self.pending.append((row, fut))
@@ -544,7 +546,8 @@ class Sweep:
                 drawn.attributes, seed=call_seed(c.seed, run_id, t, slot, attempt, "generator")
             )
             usage.role("generator").merge(gen.usage)
-            row: dict[str, Any] = dict(
+            # query, error, status and usage are filled in by _commit.
+            row = NewCandidate(
                 run_id=run_id,
                 iteration=t,
                 slot=slot,
@@ -552,12 +555,16 @@ class Sweep:
                 attributes=list(drawn.attributes),
                 weighted=list(drawn.weighted),
                 explore=list(drawn.explore),
-                created_at=created,
-                judge_samples=[],
-                gate=None,
-                reasoning=None,
-                score=None,
+                query=None,
                 response=None,
+                score=None,
+                reasoning=None,
+                error=None,
+                gate=None,
+                usage={},
+                judge_samples=[],
+                status="",
+                created_at=created,
             )
             if not gen.ok:
                 last = attempt == c.max_generation_attempts - 1
@@ -580,7 +587,8 @@ class Sweep:
             response = res.text or ""
             j = await self.judge.judge(query, response)
             usage.role("judge").merge(j.usage)
-            row.update(
+            row = dataclasses.replace(
+                row,
                 response=response,
                 score=j.score,
                 reasoning=j.reasoning or None,
@@ -595,12 +603,14 @@ class Sweep:
         return True
 
     async def _commit(
-        self, prog: RunProgress, row: dict[str, Any], *, query: str | None, error: str | None, status: str, usage: CandidateUsage
+        self, prog: RunProgress, row: NewCandidate, *, query: str | None, error: str | None, status: str, usage: CandidateUsage
     ) -> int:
         assert self.writer is not None and self.budget is not None
         self.budget.add(usage)
-        prog.count(status, row.get("score"), usage)
-        return await self.writer.add(dict(row, query=query, error=error, status=status, usage=usage.to_dict()))
+        prog.count(status, row.score, usage)
+        return await self.writer.add(
+            dataclasses.replace(row, query=query, error=error, status=status, usage=usage.to_dict())
+        )
 
 
 def build_config(

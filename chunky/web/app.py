@@ -371,8 +371,14 @@ class Explorer:
             regex=qp.get("cregex") == "1",
             case=qp.get("ccase") == "1",
         )
-        grep = grep_error = co = co_error = None
+        mine_form = MineForm(on=qp.get("mine") == "1", min_count=_int_param(qp.get("min_count"), 20, 1, 1_000_000))
+        grep = grep_error = co = co_error = mined = mine_error = None
         grep_svg: Markup | str = ""
+        if mine_form.on and not summary.problem:
+            try:
+                mined = mine_of(item, mine_form.min_count)
+            except ChunkyError as e:
+                mine_error = _form_error(e)
         if not summary.problem and (grep_form.pattern or (co_form.query and co_form.response)):
             from chunky.turf.analyses import cooccur, grep as grep_fn
             from chunky.turf.index import TurfIndex
@@ -413,6 +419,9 @@ class Explorer:
                 co_form=co_form,
                 co=co,
                 co_error=co_error,
+                mine_form=mine_form,
+                mined=mined,
+                mine_error=mine_error,
                 traces=self.catalog.traces_of(item.key),
                 features=frequent_features(item) if not summary.problem else FeatureNames([], []),
             )
@@ -473,6 +482,32 @@ class CooccurForm:
     response: str
     regex: bool
     case: bool
+
+
+@dataclass
+class MineForm:
+    on: bool
+    min_count: int
+
+
+def _int_param(raw: str | None, default: int, lo: int, hi: int) -> int:
+    try:
+        return min(hi, max(lo, int(raw))) if raw else default
+    except ValueError:
+        return default
+
+
+def mine_of(item: Item, min_count: int) -> Any:
+    """`chunky mine` over an index (seconds on a large mix), remembered until the index is rebuilt."""
+    from chunky.turf.analyses import mine
+    from chunky.turf.index import TurfIndex
+
+    try:
+        built = (item.path / "index.json").stat().st_mtime_ns
+    except FileNotFoundError:
+        built = 0
+    return runs_mod.MEMO.get(("mine", str(item.path.resolve()), built, min_count),
+                    lambda: mine(TurfIndex.open(item.path), min_count=min_count))
 
 
 def index_summary(item: Item) -> IndexSummary:

@@ -28,7 +28,7 @@ from chunky.store.records import (
     RobustnessRow,
     RobustnessSample,
 )
-from chunky.store.runstore import _CAND_COLS, DB_NAME, SCHEMA_VERSION, RunStore, _candidate
+from chunky.store.runstore import _CAND_COLS, DB_NAME, RunStore, _candidate
 from chunky.turf.hits import wilson as wilson_interval
 from chunky.web.charts import Band, HeatCell, Heatmap, Series
 from chunky.web.discover import Item
@@ -84,32 +84,14 @@ def memoized(what: str, directory: Path, args: Hashable, compute: Callable[[], T
 
 @contextmanager
 def open_run(directory: Path) -> Iterator[RunStore]:
-    """A RunStore over a read-only connection (`mode=ro`, `query_only`): safe while `chunky surf` writes."""
-    db = Path(directory) / DB_NAME
-    if not db.is_file():
-        raise ChunkyError(f"{directory}: not a SURF run directory (no {DB_NAME})")
+    """The run, read-only (`RunStore.open_readonly`): safe while `chunky surf` writes."""
+    st = RunStore.open_readonly(directory)
     try:
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
-        conn.execute("PRAGMA query_only=ON")
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        yield st
     except sqlite3.DatabaseError as e:
-        raise ChunkyError(f"{db}: not a readable run database ({e})") from None
-    try:
-        if version > SCHEMA_VERSION:
-            raise ChunkyError(f"{db}: written by a newer chunky (schema {version}; this one reads up to {SCHEMA_VERSION})")
-        if version == 0:
-            raise ChunkyError(f"{db}: the run is still being created (no schema yet)")
-        if version < SCHEMA_VERSION:
-            # The viewer never writes, so it cannot migrate; any chunky command that opens the run for writing does.
-            raise ChunkyError(
-                f"{db}: written by an older chunky (schema {version} of {SCHEMA_VERSION}); run `chunky top {directory}` "
-                "once to upgrade it"
-            )
-        yield RunStore(Path(directory), conn)
-    except sqlite3.DatabaseError as e:
-        raise ChunkyError(f"{db}: could not read the run ({e})") from None
+        raise ChunkyError(f"{st.path}: could not read the run ({e})") from None
     finally:
-        conn.close()
+        st.close()
 
 
 # --------------------------------------------------------------------------------------------- summary
