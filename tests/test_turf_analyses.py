@@ -52,6 +52,8 @@ def brute(examples, side, pred):
         (r"\bhope it is correct\.", True, "response", False),
         (r"colou?r|elucidat", True, "both", False),
         (r"[Hh]ere is an? example", True, "response", True),
+        (r"Elucidat(e|ion)", True, "query", True),  # pre-filtered on "Elucidat", then the regex decides the case
+        (r"\bdemo\(\):", True, "response", False),
     ],
 )
 def test_grep_counts_match_brute_force(hm, idx, pattern, regex, side, case):
@@ -73,6 +75,25 @@ def test_grep_counts_match_brute_force(hm, idx, pattern, regex, side, case):
             assert rx.search(e["query"])
         if ex.matched in ("response", "both"):
             assert rx.search(e["response"])
+
+
+@pytest.mark.parametrize(
+    "pattern,literal",
+    [
+        (r"\bstep by step\b", "step by step"),  # zero-width assertions keep the letters around them adjacent
+        (r"colou?r scheme", "r scheme"),  # an optional character splits the run
+        (r"foo.*barbaz", "barbaz"),
+        (r"a|bcdef", None),  # alternatives share no required text
+        (r"ab\d", None),  # too short to be worth a pass
+        (r"[[:alpha:]]abc", None),  # RE2 syntax Python misreads: no pre-filter rather than a wrong one
+        (r"\pLabcd", None),
+        (r"plain words", None),  # the regex is its own literal: nothing to gain
+    ],
+)
+def test_a_regex_is_prefiltered_by_a_literal_every_match_contains(pattern, literal):
+    from chunky.turf.analyses import required_literal
+
+    assert required_literal(pattern) == literal
 
 
 def test_grep_reports_concentration_in_one_source(idx):

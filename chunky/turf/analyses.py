@@ -53,7 +53,13 @@ class Pattern:
             return f"example_id IN (SELECT example_id FROM _fs_{side})", []
         if self.kind == "regex":
             opt = "c" if self.case_sensitive else "i"
-            return f"regexp_matches({column}, ?, ?)", [self.text, opt]
+            lit = required_literal(self.text)
+            if lit is None:
+                return f"regexp_matches({column}, ?, ?)", [self.text, opt]
+            # A literal every match must contain is a cheap first filter (RE2 scans for it with memchr);
+            # DuckDB runs the full regex only on the rows that pass it. Case-insensitive: a superset either way.
+            return (f"(regexp_matches({column}, ?, 'i') AND regexp_matches({column}, ?, ?))",
+                    [re2_literal(lit), self.text, opt])
         if self.case_sensitive:
             escaped = self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             return f"{column} LIKE ? ESCAPE '\\'", [f"%{escaped}%"]
@@ -67,6 +73,35 @@ class Pattern:
             return re.compile(self.text if self.kind == "regex" else re.escape(self.text), flags)
         except re.error:
             return None
+
+
+def required_literal(pattern: str, min_len: int = 3) -> str | None:
+    """The longest run of literal characters that every match of `pattern` contains, read from Python's
+    parse of it; None when there is none of `min_len` or more, or Python cannot parse the (RE2) pattern."""
+    import warnings
+    from re import _parser  # type: ignore[attr-defined]  # the stdlib's own regex parser
+
+    if "[:" in pattern:  # POSIX classes ([[:alpha:]]) are RE2 syntax that Python would misread as literals
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            items = list(_parser.parse(pattern))
+    except Exception:  # RE2-only syntax (\pL, \Q..\E, \x{41}, ...): no pre-filter
+        return None
+    if any(op is _parser.BRANCH for op, _ in items):
+        return None
+    best, run = "", []
+    for op, arg in items + [(None, None)]:
+        if op is _parser.LITERAL:
+            run.append(chr(arg))
+            continue
+        if op is _parser.AT:  # zero-width (\b, ^, $): the literal characters around it are still adjacent
+            continue
+        if len(run) > len(best):
+            best = "".join(run)
+        run = []
+    return best if len(best) >= min_len and best != pattern else None
 
 
 def re2_literal(text: str) -> str:
