@@ -245,7 +245,7 @@ class RayIndexBuilder(IndexBuilder):
     # -- lexical ---------------------------------------------------------------------------------------
     def lexical_analysed(self, start: int) -> Iterator[tuple[np.ndarray, dict, dict]]:
         ray = self._ray()
-        ds = ray.data.read_parquet(str(self.out / "examples.parquet"), columns=["example_id", "query", "response"])
+        ds = ray.data.read_parquet(str(self.out / "examples.parquet")).select_columns(["example_id", "query", "response"])
         if start:
             ds = ds.filter(lambda row, s=start: row["example_id"] >= s)
         ds = ds.map_batches(_analyse_batch, batch_format="pyarrow", batch_size=max(256, self.opts.batch_size // 4))
