@@ -39,6 +39,17 @@ def test_sentence_transformers_path_spec_matches_the_default(tmp_path):
         get_embedder(f"st:{tmp_path / 'missing-model'}")
 
 
+def test_token_budgets_share_one_loaded_model_and_each_keeps_its_own_limit():
+    long_text = " ".join(["word"] * 200) + " and then something entirely different at the very end"
+    short = get_embedder("minilm", max_tokens=16)
+    full = get_embedder("minilm", max_tokens=255)  # budgets no other test uses: both are created here
+    assert short is not full and short.model is full.model  # loaded once, not once per budget
+    a, b = short.embed([long_text]), full.embed([long_text])
+    assert not np.allclose(a, b, atol=1e-3)  # the 16-token budget really truncates...
+    assert np.allclose(short.embed([long_text]), a, atol=1e-6)  # ...every time, whatever ran in between
+    assert np.allclose(full.embed(["hello world"]), get_embedder("minilm", max_tokens=64).embed(["hello world"]), atol=1e-6)
+
+
 def test_hash_embedder_is_deterministic_and_word_based():
     h = get_embedder("hash:128")
     v = h.embed(["step by step", "step by step", "completely different words"])

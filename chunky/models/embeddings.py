@@ -25,7 +25,7 @@ import zipfile
 import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -129,28 +129,53 @@ def embedded_minilm_path() -> Path:
     return target
 
 
+_ST_MODELS: dict[str, Any] = {}
+_ST_NATIVE_LEN: dict[int, int | None] = {}
+_ST_LOCK = threading.RLock()
+
+
+def _load_sentence_transformer(spec: str, model_path: str) -> Any:
+    """One loaded model per path per process (loading MiniLM takes seconds; its weights are shared)."""
+    with _ST_LOCK:
+        if model_path in _ST_MODELS:
+            return _ST_MODELS[model_path]
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sentence_transformers import SentenceTransformer
+
+        try:  # transformers draws a "Loading weights" bar on stderr; chunky shows its own progress
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
+        try:
+            model = SentenceTransformer(model_path, device="cpu")
+        except OSError as e:
+            raise ConfigError(f"embedder '{spec}': cannot load sentence-transformers model '{model_path}': {e}") from None
+        _ST_MODELS[model_path] = model
+        _ST_NATIVE_LEN[id(model)] = model.max_seq_length
+        return model
+
+
 class SentenceTransformerEmbedder(Embedder):
     def __init__(self, spec: str, model_path: str, *, max_tokens: int = 256, batch_size: int = 64):
         super().__init__(spec, max_tokens=max_tokens, batch_size=batch_size)
         if importlib.util.find_spec("sentence_transformers") is None:
             raise MissingExtraError(f"embedder '{spec}'", "embed", "sentence_transformers")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from sentence_transformers import SentenceTransformer
-
-        try:
-            self.model = SentenceTransformer(model_path, device="cpu")
-        except OSError as e:
-            raise ConfigError(f"embedder '{spec}': cannot load sentence-transformers model '{model_path}': {e}") from None
+        self.model = _load_sentence_transformer(spec, model_path)
         # Attention is quadratic in length; attribute sentences are short and long responses are
-        # summarised well enough by their first few hundred tokens.
-        self.model.max_seq_length = min(max_tokens, self.model.max_seq_length or max_tokens)
+        # summarised well enough by their first few hundred tokens. The model object is shared by every
+        # token budget (a trace embeds attributes and a response text), so the limit is set per call.
+        self.seq_len = min(max_tokens, _ST_NATIVE_LEN[id(self.model)] or max_tokens)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
+        with _ST_LOCK:
+            self.model.max_seq_length = self.seq_len
+            return self.model.encode(
+                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
 
     def embed(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
         # Hand sentence-transformers several batches at a time: it sorts them by length, which saves padding.
