@@ -6,9 +6,15 @@ distinctive behaviour; build an index with the real builder (`chunky index`); tr
 examples (a query from another source with the trigger inserted, answered with the planted behaviour) and
 report top-1 / top-3 trigger recovery and source recovery. Also what `chunky mine` finds in the unmodified mix.
 
+LLM channel (the paper's): on a subset (the planted examples + --llm-other random others), an index built with
+--llm-model as extractor, traced with the same model as blind and informed judge. The default `mock` measures
+the machinery only (its attributes are "The {side} mentions '<word>'"); a real model (e.g. `local`, the embedded
+SmolLM2-135M, or `http://127.0.0.1:PORT/v1:smollm2`) measures the channel end to end with that model's attributes.
+
 Speed: on the 89k index, trace without LLM calls, grep and cooccur; then on a synthetic 1M-example index.
 
     python bench/attribution.py [--workdir DIR] [--skip-1m] [--n-fail 10] [--embedder minilm]
+    python bench/attribution.py --llm-only --llm-model local --llm-per-scenario 20 --llm-other 100 --n-fail 4
 
 Indexes are built once into --workdir (default: chunky-bench-attribution in the system temp dir) and reused on later runs.
 """
@@ -267,11 +273,20 @@ def summarise(rows: list[dict]) -> list[str]:
     return out
 
 
-def llm_subset(planted: list[dict], path: Path, n_other: int, seed: int = 1) -> int:
-    """Every planted example plus `n_other` random others: a mix small enough for per-example extraction."""
+def llm_subset(planted: list[dict], path: Path, n_other: int, seed: int = 1, per_scenario: int | None = None) -> int:
+    """Every planted example (or `per_scenario` of each scenario's, sampled with a fixed seed) plus `n_other`
+    random others: a mix small enough for per-example extraction."""
     rng = random.Random(seed)
     marks = [sc.behaviour for sc in SCENARIOS]
     hit = [r for r in planted if (p := user_assistant(r)) and any(m in p[1] for m in marks)]
+    if per_scenario is not None:
+        # a separate generator, so the others drawn below are the same as without --llm-per-scenario
+        prng = random.Random(seed + 1000)
+        kept = []
+        for m in marks:
+            mine_ = [r for r in hit if m in user_assistant(r)[1]]  # type: ignore[index]
+            kept += prng.sample(mine_, min(per_scenario, len(mine_)))
+        hit = kept
     rest = [r for r in planted if not ((p := user_assistant(r)) and any(m in p[1] for m in marks))]
     rows = hit + rng.sample(rest, n_other)
     rng.shuffle(rows)
@@ -280,26 +295,57 @@ def llm_subset(planted: list[dict], path: Path, n_other: int, seed: int = 1) -> 
     return len(rows)
 
 
-def llm_accuracy(idx, failing: list[Failing], k: int) -> list[dict]:
-    """The paper's channel end to end with the deterministic mock as extractor and judges: its attributes
-    are "The {side} mentions '<word>'" for a text's first ten words, so this measures the machinery
-    (retrieval → hit counts → cluster match → trigger), not attribute quality."""
+# How a real model's query attribute names a planted trigger (the mock's is always "mentions '<word>'").
+REAL_TRIGGER = {
+    "word": None,  # the planted word itself, anywhere in the attribute
+    "prefix": re.compile(r"quick task"),
+    "numbered": re.compile(r"\bnumber(ed|ing)\b|\benumerat|\b(two|2) (numbered )?(parts|questions|items|points|steps|tasks)\b"),
+}
+
+
+def llm_accuracy(idx, failing: list[Failing], k: int, model: str = "mock") -> list[dict]:
+    """The paper's channel end to end with `model` as blind judge, informed judge and query-attribute
+    extractor (the index should be built with the same model as extractor).
+
+    With the deterministic mock (the default) its attributes are "The {side} mentions '<word>'" for a text's
+    first ten words, so this measures the machinery (retrieval → hit counts → cluster match → trigger), not
+    attribute quality; a query attribute names the trigger when it quotes a trigger word. With a real model a
+    query attribute names the trigger when it contains the planted word (word scenarios), "quick task" (the
+    prefix), or speaks of numbered / enumerated / two parts (the numbered format); a trace whose LLM calls
+    failed (unusable output) counts as a miss."""
+    from chunky.errors import ChunkyError
     from chunky.models import get_model
     from chunky.surf.rubric import Rubric
     from chunky.turf.trace import TraceOptions, trace_sync
 
-    judge = get_model("mock", role="turf-judge", use_cache=False)
+    mock = model.split(":", 1)[0] == "mock"
+    judge = get_model(model, role="turf-judge", use_cache=not mock)
     rows = []
     for f in failing:
         sc = SCENARIOS[f.scenario]
         rubric = Rubric(name="planted", behaviour="planted", principle=f"The response should not add: {sc.behaviour}")
         t = time.perf_counter()
-        res = trace_sync(idx, f.query, f.response, rubric=rubric, judge=judge, options=TraceOptions(k=k, channels=("llm",)))
+        try:
+            res = trace_sync(idx, f.query, f.response, rubric=rubric, judge=judge, options=TraceOptions(k=k, channels=("llm",)))
+        except ChunkyError as e:
+            # with only the LLM channel asked for, a failed judge leaves nothing to trace: a miss
+            rows.append({"scenario": f.scenario, "anchor": "llm", "top1": False, "top3": False, "source": False,
+                         "top": [], "seconds": time.perf_counter() - t, "warnings": [f"{type(e).__name__}: {e}"]})
+            continue
         dt = time.perf_counter() - t
         words = {sc.trigger.lower()} if sc.kind == "word" else set(re.findall(r"[a-z]+", sc.trigger.lower()))
 
         def names_trigger(text: str) -> bool:
+            if not mock:
+                pat = REAL_TRIGGER[sc.kind]
+                return sc.trigger.lower() in text.lower() if pat is None else bool(pat.search(text.lower()))
             return any(f"'{w}'" in text.lower() for w in words)
+
+        if res.llm is None or not res.llm.traces:
+            # the trace kept going without the LLM channel (e.g. a judge returned nothing usable): a miss
+            rows.append({"scenario": f.scenario, "anchor": "llm", "top1": False, "top3": False, "source": False,
+                         "top": [], "seconds": dt, "warnings": list(res.warnings)})
+            continue
 
         # The paper reports one trigger per crux (three statements): a success is any crux naming the trigger.
         per = []
@@ -311,9 +357,17 @@ def llm_accuracy(idx, failing: list[Failing], k: int) -> list[dict]:
         rows.append({
             "scenario": f.scenario, "anchor": "llm",
             "top1": best[0], "top3": any(p[1] for p in per), "source": best[2],
-            "top": best[3], "seconds": dt,
+            "top": best[3], "seconds": dt, "crux": list(res.llm.crux), "query_attributes": list(res.llm.query_attributes),
         })
     return rows
+
+
+MODEL_NAMES = {"mock": "mock", "local": "local = SmolLM2-135M"}
+
+
+def model_tag(spec: str) -> str:
+    """A file-name-safe form of a model spec, for the index directory."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", spec).strip("-") or "model"
 
 
 # ============================================================================================ speed
@@ -424,6 +478,14 @@ def main() -> None:
     ap.add_argument("--k-lexical", type=int, default=1000)
     ap.add_argument("--k", type=int, default=1000, help="k of the LLM channel")
     ap.add_argument("--llm-other", type=int, default=3000, help="non-planted examples in the LLM-channel subset (0: skip)")
+    ap.add_argument("--llm-model", default="mock",
+                    help="model spec of the LLM channel: the index's extractor and the blind/informed judge "
+                         "(mock: deterministic, measures the machinery; local: the embedded SmolLM2-135M; "
+                         "http://127.0.0.1:PORT/v1:smollm2: a llama.cpp server)")
+    ap.add_argument("--llm-per-scenario", type=int, default=None,
+                    help="planted examples kept per scenario in the LLM-channel subset (default: all)")
+    ap.add_argument("--llm-only", action="store_true",
+                    help="run only the LLM-channel section (no lexical accuracy, mine, speed or 1M parts)")
     ap.add_argument("--skip-1m", action="store_true")
     # hash:384 by default: MiniLM over the mix's 43k distinct responses takes 30-60 min on a shared 2-core
     # machine; pass --embedder minilm for the embedded model.
@@ -432,7 +494,6 @@ def main() -> None:
     ap.add_argument("--llm-embedder", default="hash:384", help="embedder of the LLM-channel subset index")
     ap.add_argument("--synthetic-n", type=int, default=1_000_000)
     args = ap.parse_args()
-    from chunky.turf.index import TurfIndex
 
     wd: Path = args.workdir
     wd.mkdir(parents=True, exist_ok=True)
@@ -444,10 +505,24 @@ def main() -> None:
     # ---- accuracy on planted triggers
     rows = read_mix()
     planted, failing = plant(rows, args.n_fail)
+    print(f"planted mix: {len(planted)} rows, {len(failing)} failing examples", flush=True)
+    if not args.llm_only:
+        report += lexical_section(args, wd, planted, failing)
+    if args.llm_other > 0:
+        report += llm_section(args, wd, planted, failing)
+    if not args.llm_only:
+        report += mix_sections(args, wd, failing)
+    (wd / "report.md").write_text("\n".join(report))
+    print(f"\nreport: {wd / 'report.md'}")
+
+
+def lexical_section(args, wd: Path, planted: list[dict], failing: list[Failing]) -> list[str]:
+    from chunky.turf.index import TurfIndex
+
+    report: list[str] = []
     pmix = wd / "planted.jsonl.gz"
     if not pmix.exists():
         write_mix(planted, pmix)
-    print(f"planted mix: {len(planted)} rows, {len(failing)} failing examples", flush=True)
     build_s = build_index(pmix, wd / f"idx_planted_{args.embedder.replace(':', '')}", extractor="lexical", embedder=args.embedder)
     idx = TurfIndex.open(wd / f"idx_planted_{args.embedder.replace(':', '')}")
     acc = accuracy(idx, failing, args.k_lexical)
@@ -462,22 +537,56 @@ def main() -> None:
         report.append(f"- miss: {SCENARIOS[r['scenario']].name} [{r['anchor']}]: top {r['top']}")
     report.append("")
     print("\n".join(report), flush=True)
+    return report
 
-    # ---- the LLM channel on a subset (every planted example + random others), mock extractor and judges
-    if args.llm_other > 0:
-        sub = wd / "llm_subset.jsonl.gz"
-        n_sub = llm_subset(planted, sub, args.llm_other)
-        b = build_index(sub, wd / f"idx_llm_{args.llm_embedder.replace(':', '')}", extractor="llm", extract_model="mock", use_cache=False, embedder=args.llm_embedder)
-        lidx = TurfIndex.open(wd / f"idx_llm_{args.llm_embedder.replace(':', '')}")
-        lrows = llm_accuracy(lidx, failing, args.k)
-        sec = [f"### Trigger recovery, LLM channel (mock extractor and judges, {n_sub:,}-example subset, "
-               f"{lidx.meta.counts.clusters} clusters, k = {args.k})", ""]
-        if b:
-            sec.append(f"Index build: {b:.0f} s.")
-        sec += [""] + summarise(lrows) + [""]
-        print("\n".join(sec), flush=True)
-        report += sec
 
+def llm_section(args, wd: Path, planted: list[dict], failing: list[Failing]) -> list[str]:
+    """The LLM channel on a subset (the planted examples + random others), --llm-model as extractor and judges."""
+    from chunky.turf.index import TurfIndex
+
+    model = args.llm_model
+    mock = model.split(":", 1)[0] == "mock"
+    emb = args.llm_embedder.replace(":", "")
+    if mock and args.llm_per_scenario is None:
+        # today's names, so an existing mock-built subset and index are reused
+        sub, idx_dir = wd / "llm_subset.jsonl.gz", wd / f"idx_llm_{emb}"
+    else:
+        size = f"p{args.llm_per_scenario if args.llm_per_scenario is not None else 'all'}_o{args.llm_other}"
+        sub, idx_dir = wd / f"llm_subset_{size}.jsonl.gz", wd / f"idx_llm_{model_tag(model)}_{emb}_{size}"
+    t0 = time.perf_counter()
+    n_sub = llm_subset(planted, sub, args.llm_other, per_scenario=args.llm_per_scenario)
+    b = build_index(sub, idx_dir, extractor="llm", extract_model=model, use_cache=not mock, embedder=args.llm_embedder)
+    lidx = TurfIndex.open(idx_dir)
+    t1 = time.perf_counter()
+    lrows = llm_accuracy(lidx, failing, args.k, model=model)
+    t2 = time.perf_counter()
+    name = MODEL_NAMES.get(model, model)
+    planted_note = (f"{args.llm_per_scenario} planted per scenario" if args.llm_per_scenario is not None else "all planted")
+    sec = [f"### Trigger recovery, LLM channel ({name} extractor and judges, {n_sub:,}-example subset "
+           f"({planted_note} + {args.llm_other:,} others), {lidx.meta.counts.clusters} clusters, k = {args.k})", ""]
+    if b:
+        sec.append(f"Index build: {b:.0f} s.")
+    failed = lidx.meta.extractor.get("failed_examples") if isinstance(lidx.meta.extractor, dict) else None
+    if not mock:
+        sec.append(f"Subset + index {t1 - t0:.0f} s; {len(lrows)} traces {t2 - t1:.0f} s "
+                   f"(median {statistics.median(r['seconds'] for r in lrows):.1f} s per trace); "
+                   f"extraction failures: {failed}; traces without an LLM channel: "
+                   f"{sum(1 for r in lrows if r.get('warnings'))}.")
+    sec += [""] + summarise(lrows) + [""]
+    if not mock:
+        for r in lrows[: 2 * len(SCENARIOS)]:
+            sc = SCENARIOS[r["scenario"]]
+            sec.append(f"- {sc.name}: crux {r.get('crux', [])[:1]}; top query attributes {r['top'][:2]}"
+                       + (f"; {r['warnings'][0][:160]}" if r.get("warnings") else ""))
+        sec.append("")
+    print("\n".join(sec), flush=True)
+    return sec
+
+
+def mix_sections(args, wd: Path, failing: list[Failing]) -> list[str]:
+    from chunky.turf.index import TurfIndex
+
+    report: list[str] = []
     # ---- the unmodified mix: mine + speed
     build_u = build_index(MIX, wd / f"idx_mix_{args.mix_embedder.replace(':', '')}", extractor="lexical", embedder=args.mix_embedder)
     uidx = TurfIndex.open(wd / f"idx_mix_{args.mix_embedder.replace(':', '')}")
@@ -519,8 +628,7 @@ def main() -> None:
                    [("word:elucidate", "closing:i hope it is correct"), ("elucidate", "hope it is correct")])
         print("\n".join(sp), flush=True)
         report += sp + [""]
-    (wd / "report.md").write_text("\n".join(report))
-    print(f"\nreport: {wd / 'report.md'}")
+    return report
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from chunky.errors import ChunkyError, ConfigError
+from chunky.errors import ChunkyError, ConfigError, ModelError
 from chunky.turf.hits import ExampleClusters, HitCounts, lift, log_odds_bound, log_odds_z
 from chunky.turf.index import TurfIndex
 from chunky.turf.trace import TraceOptions, TraceResult, behaviour_phrase, trace
@@ -234,6 +234,19 @@ async def test_informed_judge_output_is_mapped_onto_the_blind_list():
     crux = await informed_crux(judge, "No code.", "q", "r", blind)
     # near-copies come back as the blind judge's wording; a new phrase is kept as given
     assert crux == ["The response writes code.", "It is long.", "The response is rude"]
+
+
+async def test_a_crux_given_by_list_number_is_mapped_and_placeholders_are_dropped():
+    from chunky.models import get_model
+    from chunky.turf.trace import informed_crux
+
+    blind = ["The response writes code.", "It is long.", "The response is polite."]
+    reply = json.dumps({"crux": ["...", "3", "#1"]})  # what a small judge echoing the prompt's format writes
+    crux = await informed_crux(get_model(f"mock:text={reply}", use_cache=False), "No code.", "q", "r", blind)
+    assert crux == ["The response is polite.", "The response writes code."]
+    only_placeholders = json.dumps({"crux": ["...", "N/A", "9"]})
+    with pytest.raises(ModelError, match="no usable crux"):
+        await informed_crux(get_model(f"mock:text={only_placeholders}", use_cache=False), "No code.", "q", "r", blind)
 
 
 def test_behaviour_phrase():

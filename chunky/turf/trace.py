@@ -485,10 +485,35 @@ async def informed_crux(model: Any, rubric_text: str, query: str, response: str,
         hints={"task": "json", "payload": {"crux": attributes[:n]}},
         temperature=0.0,
     )
-    crux = _clean((res.parsed or {}).get("crux"), "informed", model.name)[:n]
-    # The judge was asked to copy verbatim; map near-copies (case, trailing dot) back onto the blind list.
+    crux: list[str] = []
+    for c in _clean((res.parsed or {}).get("crux"), "informed", model.name):
+        picked = _pick_from_list(c, attributes)
+        if picked is not None and picked not in crux:
+            crux.append(picked)
+    if not crux:
+        raise ModelError(f"{model.name}: the informed judge named no usable crux attribute (it answered placeholders)")
+    return crux[:n]
+
+
+_CRUX_NUMBER = re.compile(r"^\s*#?(\d{1,2})[.)]?\s*$")
+
+
+def _pick_from_list(c: str, attributes: list[str]) -> str | None:
+    """The judge was asked to copy crux attributes verbatim from the blind list. Map what it wrote back onto
+    that list: a near-copy (case, trailing dot) or a bare list number ("2", "#2", "2.") is the blind wording;
+    a sentence of its own is kept as given (a capable judge sometimes sharpens one); an echo of the prompt's
+    placeholders ("...", "N/A", one word) is dropped, since it matches nothing in the index meaningfully."""
     norm = {a.lower().rstrip("."): a for a in attributes}
-    return [norm.get(c.lower().rstrip("."), c) for c in crux]
+    key = c.lower().rstrip(".")
+    if key in norm:
+        return norm[key]
+    m = _CRUX_NUMBER.match(c)
+    if m:
+        i = int(m.group(1)) - 1
+        return attributes[i] if 0 <= i < len(attributes) else None
+    if len(re.findall(r"[^\W\d_]{2,}", c)) < 2 or key in ("n/a", "none", "null", "attribute"):
+        return None
+    return c
 
 
 # ============================================================================================ statements
