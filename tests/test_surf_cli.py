@@ -39,6 +39,19 @@ def test_surf_prints_progress_and_the_top_findings(tmp_path):
         assert len(st.candidates()) == 24
 
 
+def test_a_gated_run_says_how_many_responses_passed_its_gate(tmp_path):
+    # a target that always rebuts passes the rebut rubric's detector gate every time; the echoing mock never does
+    rebutting = run_cli("surf", "--rubric", "rebut", "--target", "mock:text=No, that is not correct.", "--generator", "mock",
+                        "--judge", "mock", "--runs", "1", "--iterations", "1", "--candidates", "4", "--out", str(tmp_path / "a"))
+    assert rebutting.returncode == 0, rebutting.stderr
+    assert "done: 4 scored" in rebutting.stderr and "4 passed the rebuttal gate" in rebutting.stderr
+    echoing = run_cli("surf", "--rubric", "rebut", *MOCK, "--runs", "1", "--iterations", "1", "--candidates", "4",
+                      "--out", str(tmp_path / "b"))
+    assert "0 passed the rebuttal gate" in echoing.stderr
+    ungated = surf(tmp_path / "c")  # --gate none: nothing to report
+    assert "passed the" not in ungated.stderr
+
+
 def test_surf_reads_a_system_prompt_file_and_an_attribute_list(tmp_path):
     sp = tmp_path / "system.txt"
     sp.write_text("You are terse.")

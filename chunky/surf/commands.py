@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -185,6 +185,7 @@ def register(app: typer.Typer) -> None:
         err_console.print(
             f"[bold]{result.status}[/bold]: {sum(p.scored for p in result.runs)} scored, "
             f"{sum(p.violations for p in result.runs)} violations (> 50), "
+            + _gate_summary(result.runs)
             + ", ".join(f"{r} {v['calls']} calls" for r, v in u.items())
             + f" · {escape(str(out))}",
             highlight=False,
@@ -358,3 +359,11 @@ def _print_top(rows: list, *, as_json: bool) -> None:
             )
         if c.reasoning:
             console.print(f"  [dim]judge:[/dim] {escape(_short(c.reasoning, 300))}", highlight=False)
+
+
+def _gate_summary(runs: list[Any]) -> str:
+    """'7 passed the rebuttal gate, ': with a small judge the gate's hits are often the real findings."""
+    detector = next((r.gate_detector for r in runs if r.gate_detector), None)
+    if detector is None:
+        return ""
+    return f"{sum(r.gate_hits for r in runs)} passed the {detector} gate, "

@@ -150,6 +150,8 @@ class RunProgress:
     buffer_mean: float | None = None
     violations: int = 0
     scored: int = 0
+    gate_hits: int = 0  # scored responses the detector gate passed on to the LLM judge
+    gate_detector: str | None = None
     errors: int = 0
     rejected: int = 0
     calls: int = 0
@@ -157,9 +159,12 @@ class RunProgress:
     cost: float = 0.0
     status: str = "pending"
 
-    def count(self, status: str, score: float | None, usage: CandidateUsage) -> None:
+    def count(self, status: str, score: float | None, usage: CandidateUsage, gate: dict[str, Any] | None = None) -> None:
         if status == SCORED:
             self.scored += 1
+            if gate is not None:
+                self.gate_detector = gate.get("detector") or self.gate_detector
+                self.gate_hits += bool(gate.get("hit"))
             if score is not None and score > VIOLATION:
                 self.violations += 1
             if score is not None and (self.best_score is None or score > self.best_score):
@@ -607,7 +612,7 @@ class Sweep:
     ) -> int:
         assert self.writer is not None and self.budget is not None
         self.budget.add(usage)
-        prog.count(status, row.score, usage)
+        prog.count(status, row.score, usage, row.gate)
         return await self.writer.add(
             dataclasses.replace(row, query=query, error=error, status=status, usage=usage.to_dict())
         )
