@@ -241,6 +241,12 @@ def test_index_grep_and_cooccur_forms(served, page):
     navigate(page, page.locator("#mine ~ form button").first)
     assert "format:numbered_list" in page.locator("#mine-result table.mine-concentrated").inner_text()
     shot(page, "06-index-mined")
+    # every form carries the others' state: a new search keeps the mined tables and the conditional rate
+    page.fill("input[name=pattern]", "sorting")
+    navigate(page, page.locator("#grep ~ form button").first)
+    assert "1 of 7 examples match" in page.locator("#grep-result").inner_text()
+    assert page.locator("#mine-result table.mine-concentrated").count() == 1
+    assert page.locator("#cooccur-result .rate").inner_text() == "100.0%"
     navigate(page, page.locator("#mine-result a.cooccur-link").first)
     assert page.locator("#cooccur-result .rate").inner_text() == "100.0%"
     assert page.input_value("input[name=cq]") == "format:numbered_list"
