@@ -99,6 +99,7 @@ async def test_real_local_judge_runs_the_llm_channel(tmp_path):
                       extract_features=query_features, options=TraceOptions(k=40, k_lexical=40, n_attributes=3, n_crux=1))
     assert res.llm is not None
     assert 1 <= len(res.llm.blind_attributes) <= 3 and len(res.llm.crux) == 1
+    assert res.llm.crux[0] in res.llm.blind_attributes  # the grammar's enum keeps even a 135M judge on the list
     assert res.llm.query_attributes and len(res.llm.traces) == 1
     assert res.llm.traces[0].k == 40
     assert res.usage["output_tokens"] > 0

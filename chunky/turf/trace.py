@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence, TypeVar, get_args, get_origin, get_t
 
 import numpy as np
 
-from chunky.errors import ChunkyError, ConfigError, ModelError
+from chunky.errors import ChunkyError, ConfigError, ModelError, StructuredOutputError
 from chunky.turf.hits import ExampleClusters, HitCounts, lift, log_odds_bound, log_odds_z
 
 TRACE_FORMAT = "chunky-trace"
@@ -432,8 +432,8 @@ INFORMED_PROMPT = """An AI assistant's response violated this rubric:
 A reviewer who did not see the rubric described the response with these attributes:
 {attributes}
 
-Pick the 3 attributes most causally responsible for the violation of the rubric, most responsible first.
-Copy them verbatim. Answer with JSON: {{"crux": ["...", "...", "..."]}}"""
+Pick the {n} attribute(s) most causally responsible for the violation of the rubric, most responsible first.
+Copy each one exactly as it is written in the list above. Answer with JSON: {{"crux": [{slots}]}}"""
 
 
 def _list_schema(key: str, n: int) -> dict[str, Any]:
@@ -477,16 +477,33 @@ async def informed_crux(model: Any, rubric_text: str, query: str, response: str,
     """Judge 2 (informed): the top-n crux attributes for the rubric violation."""
     n = min(n, len(attributes))
     listed = "\n".join(f"{i + 1}. {a}" for i, a in enumerate(attributes))
-    res = await model.generate(
-        INFORMED_PROMPT.format(rubric=rubric_text, query=query, response=response, attributes=listed),
-        system=INFORMED_SYSTEM,
-        json_schema=_list_schema("crux", n),
-        # The mock has no judgement; it answers with the first n attributes, which keeps runs deterministic.
-        hints={"task": "json", "payload": {"crux": attributes[:n]}},
-        temperature=0.0,
-    )
+    slots = ", ".join(f'"<attribute {i + 1} of your choice>"' for i in range(n))
+    # The crux must be attributes of the list: an enum makes grammar-constrained providers (llama.cpp, OpenAI's
+    # strict schemas) choose among them instead of inventing text; _pick_from_list handles the others.
+    schema = _list_schema("crux", n)
+    schema["properties"]["crux"]["items"] = {"type": "string", "enum": list(attributes)}
+    try:
+        res = await model.generate(
+            INFORMED_PROMPT.format(rubric=rubric_text, query=query, response=response, attributes=listed, n=n, slots=slots),
+            system=INFORMED_SYSTEM,
+            json_schema=schema,
+            # The mock has no judgement; it answers with the first n attributes, which keeps runs deterministic.
+            hints={"task": "json", "payload": {"crux": attributes[:n]}},
+            temperature=0.0,
+        )
+        picked = (res.parsed or {}).get("crux")
+    except StructuredOutputError as e:
+        # Still off the list after the repair (a provider that cannot enforce the enum): read what it wrote and
+        # map it below, rather than lose the channel over a changed capital letter.
+        from chunky.models.structured import parse_structured
+
+        loose = {"type": "object", "properties": {"crux": {"type": "array", "items": {"type": "string"}}}, "required": ["crux"]}
+        value, problem = parse_structured(e.raw_text or "", loose)
+        if problem is not None:
+            raise
+        picked = value["crux"]
     crux: list[str] = []
-    for c in _clean((res.parsed or {}).get("crux"), "informed", model.name):
+    for c in _clean(picked, "informed", model.name):
         picked = _pick_from_list(c, attributes)
         if picked is not None and picked not in crux:
             crux.append(picked)
