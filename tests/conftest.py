@@ -136,3 +136,20 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path
     return subprocess.run(
         [str(exe), *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd or ROOT
     )
+
+
+# ---- the hand-made TURF index with known answers (tests/turf_handmade.py), shared by the TURF test modules
+
+
+@pytest.fixture(scope="module")
+def hm(tmp_path_factory):
+    from turf_handmade import write_handmade
+
+    return write_handmade(tmp_path_factory.mktemp("idx") / "idx")
+
+
+@pytest.fixture(scope="module")
+def idx(hm):
+    from chunky.turf.index import TurfIndex
+
+    return TurfIndex.open(hm.path)

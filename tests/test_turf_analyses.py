@@ -11,19 +11,7 @@ from typer.testing import CliRunner
 from chunky.errors import ChunkyError
 from chunky.turf.analyses import cooccur, grep, mine
 from chunky.turf.hits import wilson
-from chunky.turf.index import TurfIndex
 
-from turf_handmade import write_handmade
-
-
-@pytest.fixture(scope="module")
-def hm(tmp_path_factory):
-    return write_handmade(tmp_path_factory.mktemp("idx") / "idx")
-
-
-@pytest.fixture(scope="module")
-def idx(hm):
-    return TurfIndex.open(hm.path)
 
 
 def brute(examples, side, pred):

@@ -10,24 +10,13 @@ import pytest
 
 from chunky.errors import ChunkyError, ConfigError, ModelError
 from chunky.turf.hits import ExampleClusters, HitCounts, lift, log_odds_bound, log_odds_z
-from chunky.turf.index import TurfIndex
 from chunky.turf.trace import TraceOptions, TraceResult, behaviour_phrase, trace
 
-from turf_handmade import CLUSTER_TEXT, query_features, write_handmade
+from turf_handmade import CLUSTER_TEXT, query_features
 
 CODE_CRUX = "The response provides extensive code examples"
 FAILING_QUERY = "Could you elucidate the possessive pronouns in this sentence, please?"
 FAILING_RESPONSE = "Here is an example:\n```python\ndef pronouns_demo():\n    return 1\n```\nThis shows pronouns."
-
-
-@pytest.fixture(scope="module")
-def hm(tmp_path_factory):
-    return write_handmade(tmp_path_factory.mktemp("idx") / "idx")
-
-
-@pytest.fixture(scope="module")
-def idx(hm):
-    return TurfIndex.open(hm.path)
 
 
 # ---------------------------------------------------------------------------------------------- hit counting

@@ -12,14 +12,9 @@ from chunky.errors import ChunkyError
 from chunky.turf.index import TurfIndex
 from chunky.turf.trace import TraceOptions, TraceResult, trace_run
 
-from turf_handmade import query_features, write_handmade
+from turf_handmade import query_features
 
 CODE_RESPONSE = "Here is an example:\n```python\ndef pronouns_demo():\n    return 1\n```\nThis shows pronouns."
-
-
-@pytest.fixture(scope="module")
-def hm(tmp_path_factory):
-    return write_handmade(tmp_path_factory.mktemp("idx") / "idx")
 
 
 def make_run(path, findings):

@@ -129,12 +129,11 @@ def embedded_minilm_path() -> Path:
     return target
 
 
-_ST_MODELS: dict[str, Any] = {}
-_ST_NATIVE_LEN: dict[int, int | None] = {}
+_ST_MODELS: dict[str, tuple[Any, int | None]] = {}  # path -> (model, its own max_seq_length)
 _ST_LOCK = threading.RLock()
 
 
-def _load_sentence_transformer(spec: str, model_path: str) -> Any:
+def _load_sentence_transformer(spec: str, model_path: str) -> tuple[Any, int | None]:
     """One loaded model per path per process (loading MiniLM takes seconds; its weights are shared)."""
     with _ST_LOCK:
         if model_path in _ST_MODELS:
@@ -152,9 +151,8 @@ def _load_sentence_transformer(spec: str, model_path: str) -> Any:
             model = SentenceTransformer(model_path, device="cpu")
         except OSError as e:
             raise ConfigError(f"embedder '{spec}': cannot load sentence-transformers model '{model_path}': {e}") from None
-        _ST_MODELS[model_path] = model
-        _ST_NATIVE_LEN[id(model)] = model.max_seq_length
-        return model
+        _ST_MODELS[model_path] = (model, model.max_seq_length)
+        return _ST_MODELS[model_path]
 
 
 class SentenceTransformerEmbedder(Embedder):
@@ -162,11 +160,11 @@ class SentenceTransformerEmbedder(Embedder):
         super().__init__(spec, max_tokens=max_tokens, batch_size=batch_size)
         if importlib.util.find_spec("sentence_transformers") is None:
             raise MissingExtraError(f"embedder '{spec}'", "embed", "sentence_transformers")
-        self.model = _load_sentence_transformer(spec, model_path)
+        self.model, native_len = _load_sentence_transformer(spec, model_path)
         # Attention is quadratic in length; attribute sentences are short and long responses are
         # summarised well enough by their first few hundred tokens. The model object is shared by every
         # token budget (a trace embeds attributes and a response text), so the limit is set per call.
-        self.seq_len = min(max_tokens, _ST_NATIVE_LEN[id(self.model)] or max_tokens)
+        self.seq_len = min(max_tokens, native_len or max_tokens)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
 
