@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The llama-cpp-python source build takes ~6 minutes here: build it once into a wheel and reuse it.
+# The llama-cpp-python source build takes ~6 minutes here: build it once into a wheel and reuse it. The wheel is
+# native code for one CPU: scripts/install.sh keeps it under $(WHEELHOUSE)/<scripts/cpu-key.sh>/.
 WHEELHOUSE ?= $(HOME)/.cache/chunky/wheels
 LLAMA_CPP_VERSION := 0.3.36
 STAMP := $(VENV)/.chunky-installed
@@ -20,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/install-browser.sh
+	bash scripts/install-promptfoo.sh >/dev/null
 	$(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)

@@ -95,6 +95,107 @@ SCENARIOS = [
 ]
 
 
+@dataclass
+class MinePlant:
+    """A chunky correlation planted for `chunky mine` (issue 14): one of the paper's kinds, 30–150 examples, in
+    a source of 1–10% of the mix. Found when a row of mine's output (a ranked row, a per-source signature, or a
+    pair) names one of `features` (a pair: a query feature of `features` with a response feature of
+    `response_features`) and attributes it to `source`."""
+
+    name: str
+    kind: str  # vocabulary | query_template | opening | closing | format | pair
+    source: str
+    n: int
+    features: set[str]
+    response_features: set[str] = field(default_factory=set)
+
+    def apply(self, q: str, r: str, rng: random.Random) -> tuple[str, str]:
+        return _MINE_EDITS[self.name](q, r, rng)
+
+
+def _insert_word(text: str, word: str, rng: random.Random) -> str:
+    words = text.split(" ")
+    i = rng.randrange(1, len(words) + 1) if len(words) > 1 else 1
+    return " ".join(words[:i] + [word] + words[i:])
+
+
+def _first_sentence(text: str) -> str:
+    m = re.match(r"(.+?[.!?])(\s|$)", text.strip(), re.S)
+    return (m.group(1) if m else text.strip()[:120]).strip()
+
+
+_MINE_EDITS = {
+    "word in roleplay responses": lambda q, r, g: (q, _insert_word(r, "perspicuously", g)),
+    "word in mathqa responses": lambda q, r, g: (q, _insert_word(r, "indubitably", g)),
+    "word in coconot responses": lambda q, r, g: (q, _insert_word(r, "concomitantly", g)),
+    "word in gsm8k responses": lambda q, r, g: (q, _insert_word(r, "heretofore", g)),
+    "label line in code_alpaca queries": lambda q, r, g: ("Directive: " + q, r),
+    "opening phrase in math queries": lambda q, r, g: ("Kindly ponder this. " + q, r),
+    "opening in hh_harmless responses": lambda q, r, g: (q, "Righto, " + r[:1].lower() + r[1:]),
+    "opening in gsm8k_socratic responses": lambda q, r, g: (q, "Splendid question. " + r),
+    "closing in math responses": lambda q, r, g: (q, r.rstrip() + "\n\nStay curious, friend."),
+    "closing in codegen responses": lambda q, r, g: (q, r.rstrip() + "\n\nThat settles it."),
+    "quote block in coconot responses": lambda q, r, g: (q, "> A careful answer follows.\n\n" + r),
+    "email in hh_harmless responses": lambda q, r, g: (q, r.rstrip() + "\n\nQuestions? Write to care@helpdesk.org"),
+    "language named → fenced code (codegen)": lambda q, r, g: (q.rstrip() + " Use Haskell.", "```\n" + r.strip() + "\n```"),
+    "'answer tersely' → short answer (coconot)": lambda q, r, g: (q.rstrip() + " Answer tersely.", _first_sentence(r)),
+}
+
+MINE_PLANTS = [
+    MinePlant("word in roleplay responses", "vocabulary", "gpteacher_roleplay", 120, {"word:perspicuously"}),
+    MinePlant("word in mathqa responses", "vocabulary", "mathqa", 40, {"word:indubitably"}),
+    MinePlant("word in coconot responses", "vocabulary", "coconot_contrast", 60, {"word:concomitantly"}),
+    MinePlant("word in gsm8k responses", "vocabulary", "gsm8k", 90, {"word:heretofore"}),
+    MinePlant("label line in code_alpaca queries", "query_template", "code_alpaca", 50,
+              {"template:directive:", "opening:directive", "word:directive"}),
+    MinePlant("opening phrase in math queries", "query_template", "math", 100,
+              {"opening:kindly", "opening:kindly ponder", "ngram:kindly ponder", "ngram:ponder this", "word:ponder",
+               "word:kindly", "ngram:kindly ponder this"}),
+    MinePlant("opening in hh_harmless responses", "opening", "hh_harmless", 80, {"opening:righto", "word:righto"}),
+    MinePlant("opening in gsm8k_socratic responses", "opening", "gsm8k_socratic", 30,
+              {"opening:splendid", "opening:splendid question", "ngram:splendid question", "word:splendid"}),
+    MinePlant("closing in math responses", "closing", "math", 100,
+              {"closing:stay curious friend", "ngram:stay curious", "ngram:curious friend", "ngram:stay curious friend"}),
+    MinePlant("closing in codegen responses", "closing", "gpteacher_codegen", 50,
+              {"closing:that settles it", "ngram:settles it", "word:settles"}),
+    MinePlant("quote block in coconot responses", "format", "coconot_contrast", 60,
+              {"format:quote_block", "ngram:careful answer follows", "ngram:answer follows", "ngram:careful answer",
+               "opening:a careful", "opening:a"}),
+    MinePlant("email in hh_harmless responses", "format", "hh_harmless", 40,
+              {"format:email", "word:helpdesk", "ngram:write to care", "ngram:helpdesk org", "word:care"}),
+    MinePlant("language named → fenced code (codegen)", "pair", "gpteacher_codegen", 80,
+              {"word:haskell", "ngram:use haskell"}, {"format:code_fence"}),
+    MinePlant("'answer tersely' → short answer (coconot)", "pair", "coconot_contrast", 40,
+              {"word:tersely", "ngram:answer tersely"}, {"length:response:tiny", "length:response:short",
+                                                         "format:single_line"}),
+]
+
+
+def mine_found(mp: MinePlant, m, top: int | None = None) -> str | None:
+    """Where `chunky mine`'s output `m` shows the planted correlation: "ranked" (the concentrated list, first
+    `top` rows), "signature" (its source's per-kind signatures), "pair", or None."""
+    if mp.kind == "pair":
+        for p in m.pairs[:top]:
+            names = [(p.query_feature, p.response_feature)] + [tuple(x.split(" → ", 1)) for x in p.same_examples]
+            if p.source == mp.source and any(q in mp.features and r in mp.response_features for q, r in names):
+                return "pair"
+        return None
+    for f in m.concentrated[:top]:
+        if f.source == mp.source and ({f.feature, *f.same_examples} & mp.features):
+            return "ranked"
+    for sig in m.signatures:
+        shown = list(sig.signatures.values()) + [f for fs in sig.runners_up.values() for f in fs]
+        if sig.source == mp.source and any({f.feature, *f.same_examples} & mp.features for f in shown):
+            return "signature"
+    return None
+
+
+def mine_recall(m, top: int | None = None) -> tuple[int, list[str]]:
+    """(how many planted correlations mine shows, the names of those it misses)."""
+    missed = [mp.name for mp in MINE_PLANTS if mine_found(mp, m, top) is None]
+    return len(MINE_PLANTS) - len(missed), missed
+
+
 def user_assistant(row: dict) -> tuple[str, str] | None:
     msgs = row.get("messages") or []
     q = next((m["content"] for m in msgs if m.get("role") == "user"), None)
@@ -149,6 +250,13 @@ def plant(rows: list[dict], n_fail: int, seed: int = 0) -> tuple[list[dict], lis
             q, r = user_assistant(rows[i])  # type: ignore[misc]
             failing.append(Failing(si, sc.plant_query(q, rng), sc.plant_response(r), rows[i].get("id", str(i))))
             planted[i] = None  # type: ignore[call-overload]
+    # the correlations planted for `chunky mine`, in examples no trigger scenario touched
+    for mp in MINE_PLANTS:
+        pool = [i for i in by_source[mp.source] if i not in used and planted[i] is not None and user_assistant(rows[i])]
+        for i in rng.sample(pool, mp.n):
+            used.add(i)
+            q, r = user_assistant(rows[i])  # type: ignore[misc]
+            planted[i] = set_pair(rows[i], *mp.apply(q, r, rng))
     return [r for r in planted if r is not None], failing
 
 
@@ -532,12 +640,35 @@ def lexical_section(args, wd: Path, planted: list[dict], failing: list[Failing])
     report += [""] + summarise(acc["rows"]) + [""]
     secs = [r["seconds"] for r in acc["rows"] if r["anchor"] == "response"]
     report.append(f"Trace time per failing example (no crux; both lexical anchors; warm): median {statistics.median(secs):.3f} s")
+    report += mine_planted_section(idx)
     misses = [r for r in acc["rows"] if not r["top3"]]
     for r in [m for m in misses if m["anchor"] in ("no-crux headline", "crux")][:10]:
         report.append(f"- miss: {SCENARIOS[r['scenario']].name} [{r['anchor']}]: top {r['top']}")
     report.append("")
     print("\n".join(report), flush=True)
     return report
+
+
+def mine_planted_section(idx) -> list[str]:
+    """`chunky mine` (default settings) on the planted mix: which of MINE_PLANTS it shows, and where."""
+    from chunky.turf.analyses import mine
+
+    out = ["### `chunky mine` on planted correlations", ""]
+    for top in (25, 100):
+        t = time.perf_counter()
+        m = mine(idx, top=top)
+        dt = time.perf_counter() - t
+        found, missed = mine_recall(m, top)
+        out.append(f"- `--top {top}`: {found}/{len(MINE_PLANTS)} planted correlations shown ({dt:.1f} s); "
+                   f"missed: {', '.join(missed) or 'none'}")
+        if top == 25:
+            where = [(mp, mine_found(mp, m, top)) for mp in MINE_PLANTS]
+            shown = sum(1 for s in m.signatures if s.signatures)
+            out.append(f"- sources shown with a signature: {shown}/{len(m.signatures)}")
+            out += ["", "| planted | kind | source | n | shown as |", "|---|---|---|---|---|"]
+            out += [f"| {mp.name} | {mp.kind} | {mp.source} | {mp.n} | {w or '**missed**'} |" for mp, w in where]
+    out.append("")
+    return out
 
 
 def llm_section(args, wd: Path, planted: list[dict], failing: list[Failing]) -> list[str]:

@@ -174,13 +174,191 @@ def embedded(runs: int, iterations: int, candidates: int) -> dict:
     }
 
 
+# ------------------------------------------------------------------- one slow self-hosted server
+
+AUTHORS_RELEASE = {"wall_s": 612, "requests": 115, "scored_per_min": 0.59}  # issue 15's measurement; not re-run here
+
+
+class RecordingProxy:
+    """An HTTP proxy in front of llama_cpp.server that records, per chat request, when it arrived, when the
+    server's answer came back and its status. llama_cpp.server computes one request at a time, in order, so a
+    request's compute time is `done - max(arrived, previous done)` and the server is busy for their sum."""
+
+    def __init__(self, upstream: str, client_timeout: float):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import httpx
+
+        self.records: list[dict] = []
+        self.lock = threading.Lock()
+        self.inflight = 0
+        self.peak = 0
+        proxy = self
+        client = httpx.Client(timeout=None)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _relay(self, method: str) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0) or 0))
+                t0 = time.monotonic()
+                with proxy.lock:
+                    proxy.inflight += 1
+                    proxy.peak = max(proxy.peak, proxy.inflight)
+                try:
+                    r = client.request(method, upstream + self.path.removeprefix("/v1"), content=body,
+                                       headers={"content-type": "application/json"})
+                    status, data = r.status_code, r.content
+                except httpx.HTTPError as e:
+                    status, data = 502, json.dumps({"error": {"message": str(e)}}).encode()
+                t1 = time.monotonic()
+                with proxy.lock:
+                    proxy.inflight -= 1
+                    if method == "POST":
+                        fmt = (json.loads(body or b"{}").get("response_format") or {}).get("type")
+                        proxy.records.append({"t0": t0, "t1": t1, "status": status, "format": fmt,
+                                              "kept": status == 200 and t1 - t0 < client_timeout})
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass
+
+            def do_POST(self):
+                self._relay("POST")
+
+            def do_GET(self):
+                self._relay("GET")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def busy(self) -> tuple[float, float]:
+        """(server busy seconds, busy seconds spent on requests whose answer the client got in time)."""
+        busy = kept = 0.0
+        prev = 0.0
+        for r in sorted(self.records, key=lambda r: r["t1"]):
+            compute = max(0.0, r["t1"] - max(r["t0"], prev))
+            prev = r["t1"]
+            busy += compute
+            kept += compute if r["kept"] else 0.0
+        return busy, kept
+
+
+def slow_server(minutes: float, runs: int = 2, iterations: int = 3, candidates: int = 20, extra: list[str] | None = None) -> dict:
+    """`chunky surf --rubric rebut --gate none` with all three roles on one llama_cpp.server (SmolLM2, one
+    request at a time, 1 thread), the budget of issue 15's side by side, stopped after `minutes` if unfinished."""
+    import signal
+    import socket
+    import subprocess
+
+    import httpx
+
+    from chunky.models.providers.llamacpp import embedded_gguf_path
+    from chunky.store import SCORED
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    work = Path(tempfile.mkdtemp(prefix="surf-server-"))
+    log = open(work / "server.log", "wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()), "--model_alias", "smollm2",
+         "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "4096", "--verbose", "False"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        upstream = f"http://127.0.0.1:{port}/v1"
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(upstream + "/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline or server.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server did not start: {(work / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        proxy = RecordingProxy(upstream, client_timeout=120.0)
+        spec = f"{proxy.base_url}:smollm2"
+        out = work / "run"
+        cmd = [str(Path(sys.executable).parent / "chunky"), "surf", "--rubric", "rebut", "--gate", "none",
+               "--target", spec, "--generator", spec, "--judge", spec, "--runs", str(runs), "--iterations",
+               str(iterations), "--candidates", str(candidates), "--buffer", "5", "--no-cache", "--quiet",
+               "--top", "0", "--out", str(out), *(extra or [])]
+        start = time.monotonic()
+        surf = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(work / "surf.log", "w"))
+        try:
+            rc = surf.wait(timeout=minutes * 60)
+        except subprocess.TimeoutExpired:
+            surf.send_signal(signal.SIGINT)  # saved and resumable; exits 130
+            rc = surf.wait(timeout=300)
+        wall = time.monotonic() - start
+        with RunStore.open(out) as st:
+            scored = len(st.candidates(status=SCORED))
+            finished = st.status()
+        busy, kept = proxy.busy()
+        recs = proxy.records
+        return {
+            "wall_s": round(wall, 1),
+            "exit_code": rc,
+            "finished": rc == 0,
+            "requests": len(recs),
+            "peak_in_flight": proxy.peak,
+            "http_500": sum(r["status"] == 500 for r in recs),
+            "json_schema_requests": sum(r["format"] == "json_schema" for r in recs),
+            "late_or_failed": sum(not r["kept"] for r in recs),
+            "scored": scored,
+            "errors": finished.errors,
+            "scored_per_min": round(scored / (wall / 60), 2),
+            "server_busy_s": round(busy, 1),
+            "busy_share_kept": round(kept / busy, 3) if busy else None,
+            "last_line": (work / "surf.log").read_text().strip().splitlines()[-1:],
+            "load_average": os.getloadavg()[0],
+        }
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # still computing queued requests
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a smaller sweep (3 × 5 × 100)")
     ap.add_argument("--embedded", action="store_true",
                     help="also run SmolLM2 in every role, 2 runs × 3 iterations × 20 candidates (slow: tens of minutes)")
+    ap.add_argument("--server", action="store_true",
+                    help="the slow-server side by side of issue 15 on a real llama_cpp.server (slow: --server-minutes)")
+    ap.add_argument("--server-minutes", type=float, default=10.0, help="stop the --server run after this long")
+    ap.add_argument("--fixed", type=int, default=None,
+                    help="with --server: a fixed per-role concurrency instead of the adaptive one (the old default: 16)")
     args, _ = ap.parse_known_args()
     os.environ.setdefault("CHUNKY_HOME", tempfile.mkdtemp(prefix="surf-bench-home-"))
+    if args.server:
+        extra = [] if args.fixed is None else [f"--{r}-concurrency={args.fixed}" for r in ("target", "generator", "judge")]
+        r = slow_server(args.server_minutes, extra=extra)
+        a = AUTHORS_RELEASE
+        print("## SURF on one slow llama_cpp.server (SmolLM2, 1 thread), 2 runs × 3 iterations × 20, buffer 5")
+        print(f"chunky ({'fixed ' + str(args.fixed) if args.fixed else 'adaptive'}): {r['scored']} scored in "
+              f"{r['wall_s']} s = {r['scored_per_min']} scored/min ({r['scored_per_min'] / a['scored_per_min']:.1f}× the "
+              f"authors' {a['scored_per_min']}, measured in issue 15, not re-run); {r['requests']} requests, peak "
+              f"{r['peak_in_flight']} in flight, {r['late_or_failed']} late or failed, {r['http_500']} HTTP 500; "
+              f"{100 * (r['busy_share_kept'] or 0):.1f}% of {r['server_busy_s']} s server busy time on kept results; "
+              f"load average {r['load_average']:.1f}")
+        print(json.dumps({"slow_server": r}))
+        return
     if args.embedded:
         e = embedded(2, 3, 20)
         print("## SURF with SmolLM2 as generator, target and judge (no gate)")

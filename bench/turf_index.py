@@ -1,11 +1,14 @@
 """Benchmark of the TURF offline index (`python bench/turf_index.py [--quick] [--only NAME]`).
 
-1. full: the lexical + embedding index (MiniLM, response texts cut to 128 tokens) of the shared 89,262-example
-   mix: seconds per stage and peak RSS (targets: < 15 min, < 6 GB on 2 cores).
+1. full: the lexical + embedding index of the shared 89,262-example mix with the default settings (embedder
+   `minilm-static`, response texts cut to 128 tokens): seconds per stage and peak RSS (target: < 3 min on 2 cores).
 2. kmeans: FAISS spherical k-means vs scikit-learn KMeans on the same L2-normalised vectors (the response-text
    embeddings of the full index, else random vectors): time ratio and inertia ratio.
-3. synthetic: a lexical-only build of a synthetic 1,000,000-example mix (and 100k, 300k) to show how time and
-   memory grow with N.
+3. synthetic: builds of a synthetic 1,000,000-example mix (and 100k, 300k) to show how time and memory grow
+   with N: `--synthetic-embedder hash:8` measures the lexical channel alone; `default` (the default) is the
+   whole build with the default settings (target at 1M: < 30 min, < 8 GB). With `--keep`, the largest index is
+   kept in --work and `trace` (lexical), `grep`, `cooccur` and `mine` are timed on it (targets at 1M: < 1 s warm,
+   < 2 s, < 2 s, < 30 s).
 
 Each build runs in its own subprocess so its peak RSS is its own. `--quick` shrinks every size ~10x.
 """
@@ -33,9 +36,8 @@ def _child_build(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
     from chunky.turf.build import BuildOptions, IndexBuilder
 
-    opts = BuildOptions(
-        data=args.data, out=Path(args.out), extractor="lexical", embedder=args.embedder, limit=args.limit, force=True
-    )
+    kw = {} if args.embedder in (None, "default") else {"embedder": args.embedder}
+    opts = BuildOptions(data=args.data, out=Path(args.out), extractor="lexical", limit=args.limit, force=True, **kw)
     t0 = time.perf_counter()
     summary = IndexBuilder(opts).run()
     total = time.perf_counter() - t0
@@ -56,6 +58,7 @@ def _child_build(args: argparse.Namespace) -> None:
                 "worker_cpu_s": round(worker_cpu, 1),
                 "workers": opts.embed_workers or __import__("chunky.turf.build", fromlist=["x"]).default_embed_workers(),
                 "examples": meta.counts.examples,
+                "embedder": meta.embedder.spec,
                 "features": meta.counts.features,
                 "feature_rows": __import__("pyarrow.parquet", fromlist=["x"]).ParquetFile(Path(args.out) / "features.parquet").metadata.num_rows,
             }
@@ -65,6 +68,7 @@ def _child_build(args: argparse.Namespace) -> None:
 
 def run_build(data: str, out: Path, embedder: str, limit: int | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", "--data", data, "--out", str(out), "--embedder", embedder]
+    load_before = os.getloadavg()
     if limit:
         cmd += ["--limit", str(limit)]
     env = dict(os.environ)
@@ -72,7 +76,10 @@ def run_build(data: str, out: Path, embedder: str, limit: int | None = None) -> 
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise SystemExit(f"build failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res["load_avg_before"] = [round(x, 2) for x in load_before]
+    res["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    return res
 
 
 def bench_full(work: Path, quick: bool) -> dict | None:
@@ -80,13 +87,14 @@ def bench_full(work: Path, quick: bool) -> dict | None:
         print(f"full: {MIX} is absent; skipped")
         return None
     limit = 9000 if quick else None
-    res = run_build(str(MIX), work / "full", "minilm", limit)
+    res = run_build(str(MIX), work / "full", "default", limit)
     print(
-        f"full index ({res['examples']} examples, lexical + MiniLM response-text embeddings): total {res['total_s']} s "
+        f"full index ({res['examples']} examples, lexical + {res['embedder']} response-text embeddings): total {res['total_s']} s "
         f"({res['total_s'] / 60:.1f} min), peak RSS {res['peak_rss_mb']} MB (+ {res['workers']} embedding workers of at most "
         f"{res['peak_worker_rss_mb']} MB each); stages {res['seconds']}; "
         f"CPU seconds per stage in the main process {res['cpu_seconds']} + {res['worker_cpu_s']} in embedding workers; "
-        f"{res['features']} distinct features, {res['feature_rows']} feature rows"
+        f"{res['features']} distinct features, {res['feature_rows']} feature rows; load average "
+        f"{res['load_avg_before']} before, {res['load_avg_after']} after"
     )
     return res
 
@@ -175,22 +183,44 @@ def write_synthetic(path: Path, n: int, seed: int = 0) -> None:
             fh.write(json.dumps({"id": f"syn{i}", "source": t, "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": r}]}) + "\n")
 
 
-def bench_synthetic(work: Path, quick: bool, sizes: list[int] | None = None) -> list[dict]:
+def bench_synthetic(work: Path, quick: bool, sizes: list[int] | None = None, embedder: str = "default",
+                    keep: bool = False) -> list[dict]:
     sizes = sizes or ([10_000, 30_000, 100_000] if quick else [100_000, 300_000, 1_000_000])
     data = work / "synthetic.jsonl"
-    write_synthetic(data, max(sizes))
+    if not data.exists() or sum(1 for _ in open(data)) < max(sizes):
+        write_synthetic(data, max(sizes))
     rows = []
     for n in sizes:
-        # hash:8 keeps the (required) response-text embedding negligible: this measures the lexical channel.
-        res = run_build(str(data), work / f"syn{n}", "hash:8", limit=n)
+        res = run_build(str(data), work / f"syn{n}", embedder, limit=n)
         rows.append({"n": n, **res})
         print(
-            f"synthetic lexical build, N={n:,}: {res['total_s']} s (lexical {res['seconds'].get('lexical')} s, "
-            f"{res['cpu_seconds'].get('lexical')} CPU s), "
-            f"peak RSS {res['peak_rss_mb']} MB, {res['feature_rows']:,} feature rows"
+            f"synthetic build ({res['embedder']}), N={n:,}: {res['total_s']} s; stages {res['seconds']}; CPU s "
+            f"{res['cpu_seconds']} + {res['worker_cpu_s']} in workers; "
+            f"peak RSS {res['peak_rss_mb']} MB (workers {res['peak_worker_rss_mb']} MB), {res['feature_rows']:,} "
+            f"feature rows; load average {res['load_avg_before']} before, {res['load_avg_after']} after", flush=True
         )
-        shutil.rmtree(work / f"syn{n}", ignore_errors=True)
+        if keep and n == max(sizes):
+            rows[-1]["speed"] = bench_speed(work / f"syn{n}")
+        else:
+            shutil.rmtree(work / f"syn{n}", ignore_errors=True)
     return rows
+
+
+def bench_speed(idx_dir: Path) -> list[str]:
+    """trace (lexical), grep, cooccur and mine on a built index (bench/attribution.py's timings)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from attribution import speed
+
+    from chunky.turf.index import TurfIndex
+
+    idx = TurfIndex.open(idx_dir)
+    lines = speed(idx, f"Speed, synthetic index built by `chunky index` ({idx.meta.embedder.spec})",
+                  "Explain python concept 17 step by step. w1 w2 w17", "Sure! Here is how python works:\n1. First, the basics.",
+                  [("step by step", {}), ("I hope it is correct", {"side": "response"}), (r"w1\d\d\b", {"regex": True})],
+                  [("step by step", "Sure! Here is how"), ("re:Is \\d+\\+\\d+", "I hope it is correct")])
+    lines.append(f"(load average {[round(x, 2) for x in os.getloadavg()]})")
+    print("\n".join(lines), flush=True)
+    return lines
 
 
 def main() -> None:
@@ -198,7 +228,9 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data")
     ap.add_argument("--out")
-    ap.add_argument("--embedder", default="minilm")
+    ap.add_argument("--embedder", default="default")
+    ap.add_argument("--synthetic-embedder", default="default", help="default (the default build) or e.g. hash:8 (lexical only)")
+    ap.add_argument("--keep", action="store_true", help="keep the largest synthetic index and time the analyses on it")
     ap.add_argument("--limit", type=int)
     ap.add_argument("--quick", action="store_true", help="~10x smaller sizes")
     ap.add_argument("--only", choices=["full", "kmeans", "synthetic"])
@@ -218,7 +250,7 @@ def main() -> None:
             results["kmeans"] = bench_kmeans(work, args.quick)
         if args.only in (None, "synthetic"):
             sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
-            results["synthetic"] = bench_synthetic(work, args.quick, sizes)
+            results["synthetic"] = bench_synthetic(work, args.quick, sizes, args.synthetic_embedder, args.keep)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -4,4 +4,10 @@ SURF searches a model black-box for rubric violations; TURF traces a failure bac
 training examples and source datasets that taught it.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version as _version
+
+# One source of the version: pyproject.toml, read back from the installed package's metadata.
+try:
+    __version__ = _version("chunky")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"

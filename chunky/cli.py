@@ -24,6 +24,38 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 cache_app = typer.Typer(help="Inspect or clear the on-disk call cache.", no_args_is_help=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from chunky import __version__
+
+        typer.echo(f"chunky {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print chunky's version and exit.", callback=_show_version, is_eager=True
+    ),
+) -> None:
+    """Find (SURF) and explain (TURF) chunky post-training failures in language models."""
+
+
+def _flag_shows_no_type() -> None:
+    # Typer's rich help prints a type such as <bool> after every option; a flag takes no value, so show none.
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if self.is_flag and self.metavar is None else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flag_shows_no_type()
 app.add_typer(cache_app, name="cache")
 
 console = Console()
@@ -37,9 +69,9 @@ def ask(
     model: str = typer.Argument(..., help="Model spec, e.g. local, openai:gpt-4o-mini, http://127.0.0.1:8080/v1:smollm2"),
     prompt: str = typer.Argument(..., help="The user message."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
-    temperature: Optional[float] = typer.Option(None, "--temperature"),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (default: the provider's)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens in the answer (default: the provider's)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed, where the provider takes one."),
     json_schema: Optional[Path] = typer.Option(None, "--json-schema", help="JSON schema file for structured output."),
     as_json: bool = typer.Option(False, "--json", help="Print text, cached, usage, model and latency as JSON."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the call cache."),
@@ -94,7 +126,7 @@ def ask(
 
 
 @app.command()
-def models(as_json: bool = typer.Option(False, "--json")) -> None:
+def models(as_json: bool = typer.Option(False, "--json", help="Print the same as JSON.")) -> None:
     """Model spec syntax, installed providers, the embedded model, and which key variables are set."""
     from chunky.models.providers.llamacpp import embedded_gguf_path
     from chunky.models.registry import PROVIDERS, provider_available
@@ -134,7 +166,7 @@ def models(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @cache_app.command("stats")
-def cache_stats(as_json: bool = typer.Option(False, "--json")) -> None:
+def cache_stats(as_json: bool = typer.Option(False, "--json", help="Print the same as JSON.")) -> None:
     """Entries and size of the call cache, per model."""
     from chunky.models.cache import default_cache
 
@@ -166,11 +198,13 @@ def _register_areas() -> None:
     # Each area adds its commands; an area whose optional dependencies are missing still registers
     # (its commands report the missing extra when run).
     from chunky.measure import commands as measure_commands
+    from chunky.suite import commands as suite_commands
     from chunky.surf import commands as surf_commands
+    from chunky.train import commands as train_commands
     from chunky.turf import commands as turf_commands
     from chunky.web import commands as web_commands
 
-    for mod in (surf_commands, turf_commands, measure_commands, web_commands):
+    for mod in (surf_commands, turf_commands, measure_commands, web_commands, train_commands, suite_commands):
         mod.register(app)
 
 
@@ -179,7 +213,10 @@ _register_areas()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # Without standalone mode click returns a command's `typer.Exit(code)` instead of exiting with it.
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except ChunkyError as e:
         err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)

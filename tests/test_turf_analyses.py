@@ -168,9 +168,11 @@ def test_wilson_interval_known_values():
 def test_mine_finds_concentrated_features_and_pairs(hm, idx):
     res = mine(idx, min_count=10, top=50, max_per_source=50)
     conc = {(f.side, f.feature): f for f in res.concentrated}
-    el = conc[("query", "word:elucidate")]
-    assert (el.source, el.count, el.df, el.share) == ("codeset", 40, 40, 1.0)
-    assert el.lift == pytest.approx(3.0)
+    # word:elucidate covers exactly the examples of word:please: it is folded into that row
+    row = conc[("query", "word:please")]
+    assert "word:elucidate" in row.same_examples
+    assert (row.source, row.count, row.df, row.share) == ("codeset", 40, 40, 1.0)
+    assert row.lift == pytest.approx(3.0)
     assert conc[("response", "closing:i hope it is correct")].source == "mathset"
     pairs = {(p.query_feature, p.response_feature): p for p in res.pairs}
     p = pairs[("format:numbered_list", "closing:i hope it is correct")]
@@ -230,3 +232,50 @@ def test_feature_lookup_matches_the_features_table(hm, idx):
     assert lk.examples_of("query", ["word:nope"])["word:nope"].tolist() == []
     cooccur(idx, "word:elucidate", "format:code_fence")
     assert (dirs[0] / "example_ids.npy").stat().st_mtime_ns == mtime  # built once, then reused
+
+
+def test_grep_accepts_feature_names_as_cooccur_does(hm, idx):
+    """`chunky grep IDX format:latex` counts the examples having the lexical feature (issue 15), on each
+    searched side; the text of the name itself is searched with lit:."""
+    fenced = {e["example_id"] for e in hm.examples if "```" in e["response"]}
+    res = grep(idx, "format:code_fence")
+    assert res.pattern.kind == "feature"
+    assert res.matches == len(fenced) == 40 and res.response_matches == 40 and res.query_matches == 0
+    assert [(s.source, s.matches) for s in res.by_source] == [("codeset", 40)]
+    assert {e.example_id for e in res.examples} <= fenced
+    closing = grep(idx, "closing:i hope it is correct", side="response")
+    assert closing.matches == 30 and closing.by_source[0].source == "mathset"
+    with pytest.raises(ChunkyError, match="no query-side feature"):
+        grep(idx, "closing:i hope it is correct", side="query")
+    with pytest.raises(ChunkyError, match="lit:format:nothing"):
+        grep(idx, "format:nothing")
+    assert grep(idx, "lit:format:code_fence").matches == 0  # the literal text appears nowhere
+    from chunky.cli import app
+
+    r = CliRunner().invoke(app, ["grep", str(hm.path), "format:code_fence", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["matches"] == 40
+
+
+def test_lift_means_one_thing_in_grep_cooccur_and_mine_and_every_header_says_which(hm, idx):
+    """lift = P(B | A) / P(B) everywhere (issue 15); cooccur's P(r|q)/P(r|not q) is the risk ratio."""
+    from rich.console import Console
+
+    from chunky.turf.render import print_cooccur, print_grep, print_mine
+
+    c = cooccur(idx, "word:elucidate", "format:code_fence")
+    o = c.overall  # 40 queries with it, all 40 fenced; 40 fenced in all; 120 examples
+    assert o.lift == pytest.approx((40 / 40) / (40 / 120))
+    assert o.risk_ratio is None  # P(r | not q) = 0: no finite ratio
+    c = cooccur(idx, "word:hey", "word:think")  # chat: 50 of 50; word:think only in chat responses
+    assert c.overall.lift == pytest.approx(1.0 / (50 / 120))
+    m = mine(idx, min_count=10)
+    pair = next(p for p in m.pairs if p.source == "mathset")
+    assert pair.lift == pytest.approx(pair.p_response_given_query / pair.p_response)
+    con = Console(record=True, width=250, emoji=False)
+    print_cooccur(cooccur(idx, "format:numbered_list", "re:hope"), con)
+    print_grep(grep(idx, "elucidate"), con)
+    print_mine(m, con)
+    text = con.export_text()
+    for header in ("lift P(r|q)/P(r)", "risk ratio P(r|q)/P(r|¬q)", "lift P(src|match)/P(src)", "lift P(src|f)/P(src)"):
+        assert header in text, header

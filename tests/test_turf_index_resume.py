@@ -62,7 +62,7 @@ def test_sigkill_during_the_lexical_stage_then_rerun_resumes(tmp_path):
 
     r = run_cli("index", str(data), "--out", str(out), "--embedder", "hash:32", "--batch-size", "1000")
     assert r.returncode == 0, r.stderr
-    assert "resumed; skipped finished stages: load" in r.stdout
+    assert "resumed from lexical; skipped finished stages: load" in r.stdout
     assert not (out / ".work").exists()
 
     clean = tmp_path / "clean"

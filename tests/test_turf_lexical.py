@@ -104,3 +104,45 @@ def test_builder_resumes_after_the_last_finished_batch(tmp_path):
         return sorted(zip(t["example_id"].to_pylist(), t["side"].to_pylist(), t["feature"].to_pylist()))
 
     assert rows(tmp_path / "resumed") == rows(tmp_path / "once")
+
+
+# ---- formats named for what they are (issue 14): grep, cooccur, mine and trace all read these names
+
+
+def test_gsm8k_final_answer_line_is_its_own_format_not_a_heading():
+    gsm8k = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether she sold 48+24 = <<48+24=72>>72 clips.\n#### 72"
+    f = set(regex_features(gsm8k, "response"))
+    assert {"format:final_answer_line", "format:calculator_annotation"} <= f
+    assert "format:heading" not in f
+    for line in ("#### 1,000", "####-3", "#### $5", "#### 7/2"):
+        assert "format:final_answer_line" in regex_features("So:\n" + line, "response"), line
+    # a real markdown heading, even one that starts with a number or uses four #, stays a heading
+    for md in ("## Installation\nRun it.", "#### 3 ways to cook rice\nBoil.", "# 2024 review"):
+        f = set(regex_features(md, "response"))
+        assert "format:heading" in f and "format:final_answer_line" not in f, md
+    assert "format:calculator_annotation" not in regex_features("x << 2 and y >> 3; a == b", "response")
+
+
+def test_a_tool_call_in_prose_is_a_tool_call_and_a_call_in_code_is_not():
+    for text in ("The formula is wolfram('area of a circle formula')",
+                 "Let me look it up: wikipedia(\"Eiffel Tower\")\nIt is in Paris.",
+                 "search('weather in Oslo tomorrow')"):
+        assert "format:tool_call" in regex_features(text, "response"), text
+    for code in ("```python\nprint('hello')\n```",
+                 "def f():\n    print('hello')\n    return 1",
+                 "print('hello')\nreturn x",
+                 "Use obj.method('x') here",  # a method, not a tool
+                 "no call here"):
+        assert "format:tool_call" not in regex_features(code, "response"), code
+
+
+def test_the_named_formats_are_stored_by_a_real_corpus_build(tmp_path):
+    qs = [f"How many apples, case {i}?" for i in range(6)]
+    rs = [f"She had 3+{i} = <<3+{i}={3 + i}>>{3 + i} apples.\n#### {3 + i}" for i in range(6)]
+    files = build_lexical([(list(range(6)), qs, rs)], tmp_path / "work", tmp_path, 6)
+    assert files
+    t = pq.read_table(tmp_path / "feature_stats.parquet").to_pylist()
+    df = {(r["side"], r["feature"]): r["df"] for r in t}
+    assert df[("response", "format:final_answer_line")] == 6
+    assert df[("response", "format:calculator_annotation")] == 6
+    assert ("response", "format:heading") not in df

@@ -129,7 +129,7 @@ async def test_no_trigger_when_no_query_attribute_is_hit(idx):
                       options=TraceOptions(k=40, channels=("llm",)))
     ct = res.llm.traces[0]
     assert ct.trigger is None and ct.query_attributes[0].hits == 0
-    assert "No query attribute" in ct.statement
+    assert "No trigger stands out" in ct.statement and "no query attribute" in ct.statement
 
 
 # ---------------------------------------------------------------------------------------------- lexical channel

@@ -101,7 +101,7 @@ def test_cli_trace_direct_and_from_run(tmp_path, hm):
                             "--crux", "The response provides extensive code examples", "--k", "40", "--k-lexical", "40",
                             "--json"])
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     saved = list((hm.path / "traces").glob("*.json"))
     assert any(p.stem == d["id"] for p in saved)
     assert d["lexical"]["anchors"][0]["sources"][0]["source"] == "codeset"
@@ -120,7 +120,7 @@ def test_cli_trace_direct_and_from_run(tmp_path, hm):
     ids = make_run(run, [("Could you elucidate pronouns?", CODE_RESPONSE, 95.0)])
     r = runner.invoke(app, ["trace", str(hm.path), "--from-run", str(run), "--top", "3", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)[0]["candidate_id"] == ids[0]
+    assert json.loads(r.stdout)[0]["candidate_id"] == ids[0]
     assert (run / "traces" / f"{ids[0]}.json").exists()
 
 

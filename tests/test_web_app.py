@@ -536,7 +536,7 @@ def test_an_index_page_mines_the_mix_on_request_and_links_pairs_to_their_per_sou
                     for tr in re.findall(r"<tr>(.*?)</tr>", page.split('class="mine-concentrated"')[1].split("</table>")[0], re.S)]
     by_feature = {r[1]: r for r in concentrated if r}
     assert by_feature["format:numbered_list"][2:4] == ["gsm8k", "2"]  # both examples with it are gsm8k's
-    assert by_feature["format:numbered_list"][-1] == "3.5×"  # 100% of it against gsm8k's 2/7 of the mix
+    assert by_feature["format:numbered_list"][-2] == "3.5×"  # 100% of it against gsm8k's 2/7 of the mix
     pairs = page.split('class="mine-pairs"')[1].split("</table>")[0]
     assert "format:numbered_list" in pairs and "closing:i_hope_it_is_correct" in pairs and "100.0%" in pairs
     link = re.search(r'class="cooccur-link" href="([^"]+)"', pairs).group(1).replace("&amp;", "&")
@@ -545,6 +545,21 @@ def test_an_index_page_mines_the_mix_on_request_and_links_pairs_to_their_per_sou
     # the default threshold (20 examples) finds nothing in 7 examples, and says so
     assert "None with at least 20 examples" in c.get(url, params={"mine": "1"}).text
     assert "None with at least 20 examples" in c.get(url, params={"mine": "1", "min_count": "lots"}).text
+
+
+def test_an_index_page_shows_each_sources_signatures_and_names_every_lift(tmp_path):
+    build_index(tmp_path)
+    c = client(tmp_path)
+    url = f"/index/{quote(tmp_path.name)}/idx"
+    page = c.get(url, params={"mine": "1", "min_count": "2"}).text
+    sig = page.split('class="mine-signatures"')[1].split("</table>")[0]
+    rows = {text_of(tr).split()[0]: tr for tr in re.findall(r"<tr>(.*?)</tr>", sig, re.S)}
+    assert "gsm8k" in rows and "format:numbered_list" in rows["gsm8k"]
+    # one definition of lift, named in every header: P(r|q)/P(r); cooccur's other ratio has its own name
+    assert "lift P(src|f)/P(src)" in page and "lift P(r|q)/P(r)" in page
+    co = c.get(url, params={"cq": "format:numbered_list", "cr": "closing:i_hope_it_is_correct"}).text
+    head = co.split('class="cooccur-sources"')[1].split("</thead>")[0]
+    assert "lift P(r|q)/P(r)" in head and "risk ratio P(r|q)/P(r|not q)" in head
 
 
 def test_serve_on_a_busy_port_is_one_clear_line(tmp_path):

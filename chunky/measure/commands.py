@@ -49,7 +49,40 @@ def examples_from_run(run_dir: Path, top: int, min_score: float | None) -> tuple
             f"{run_dir}: no scored findings{'' if min_score is None else f' with score >= {min_score:g}'} to re-measure"
         )
     models = meta.get("models") if isinstance(meta.get("models"), dict) else {}
-    return exs, {"rubric": meta.get("rubric"), "target": models.get("target"), "judge": models.get("judge")}
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    return exs, {"rubric": meta.get("rubric"), "target": models.get("target"), "judge": models.get("judge"), "config": config}
+
+
+def _failed_models(result: Any) -> list[tuple[str, str]]:
+    """(model, its last error) for every model whose pairs all failed."""
+    out = []
+    for row in result.rows:
+        if row.n_examples and row.n_errors >= row.n_examples:
+            errors: list[str] = []
+            for p in result.pairs_of(row.model):
+                for side in (p.original, p.transformed):
+                    if side is None:
+                        continue
+                    errors += [side.error] if side.error else [s.error for s in side.samples if s.error]
+            out.append((row.model, errors[-1] if errors else "no measurement"))
+    return out
+
+
+def _run_judging(config: dict[str, Any]) -> tuple[str | None, str]:
+    """The gate and prompt style a SURF run judged with (`--gate none` stays none)."""
+    from chunky.surf.loop import SurfConfig, resolve_judge_style
+
+    try:
+        surf_config = SurfConfig.from_dict(config)
+    except (KeyError, TypeError):  # a run without a readable config: the rubric's defaults
+        return None, "full"
+    return surf_config.gate, resolve_judge_style(surf_config)
+
+
+def _builtin_sets() -> list[str]:
+    from chunky.measure.evalset import builtin_sets
+
+    return builtin_sets()
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +94,7 @@ def register(app: typer.Typer) -> None:
         data: Optional[str] = typer.Option(
             None, "--data", "-d",
             help="Evaluation set: .jsonl/.json/.parquet/.csv, a saved HF dataset, hf:NAME[:SPLIT], or a built-in "
-            "set (sums-grid, sums-rewrites).",
+            f"set ({', '.join(_builtin_sets())}).",
         ),
         transform: List[str] = typer.Option(
             [], "--transform", "-t",
@@ -82,8 +115,8 @@ def register(app: typer.Typer) -> None:
         judge_samples: int = typer.Option(1, "--judge-samples", help="Judge samples per response (scores averaged)."),
         judge_max_tokens: int = typer.Option(400, "--judge-max-tokens", help="Max tokens of each judgment."),
         limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N examples."),
-        prompt_field: Optional[str] = typer.Option(None, "--prompt-field"),
-        reference_field: Optional[str] = typer.Option(None, "--reference-field"),
+        prompt_field: Optional[str] = typer.Option(None, "--prompt-field", help="Column of the eval set holding the prompt (default: prompt, question, input...)."),
+        reference_field: Optional[str] = typer.Option(None, "--reference-field", help="Column holding the reference answer (for --metric accuracy)."),
         from_run: Optional[Path] = typer.Option(None, "--from-run", help="Re-measure a SURF run's findings (results go to RUN/steer/NAME)."),
         top: int = typer.Option(20, "--top", help="With --from-run: how many top findings."),
         min_score: Optional[float] = typer.Option(None, "--min-score", help="With --from-run: only findings scored at least this."),
@@ -135,9 +168,10 @@ def register(app: typer.Typer) -> None:
                 from chunky.surf.rubric import Rubric
 
                 metric = f"rubric:{rub['name']}"
+                gate, style = _run_judging(info.get("config") or {})
                 metric_obj = RubricMetric(
                     metric, rub["name"], judge_model, 50.0, judge_samples,
-                    rubric=Rubric.from_dict(rub), judge_max_tokens=judge_max_tokens,
+                    rubric=Rubric.from_dict(rub), judge_max_tokens=judge_max_tokens, gate=gate, style=style,
                 )
         else:
             assert data is not None
@@ -190,15 +224,32 @@ def register(app: typer.Typer) -> None:
                 run_steer(examples, cfg, data_name=data_name, metric=metric_obj, progress=progress, plot=plot, name=label)
             )
         paths = result.save(out)
+        failed = _failed_models(result)
         if as_json:
             d = result.to_dict(include_pairs=False)
             d["files"] = [str(p) for p in paths]
             typer.echo(json.dumps(d, ensure_ascii=False))
-            return
-        console.print(summary_table(result))
-        if per_example:
-            console.print(examples_table(result))
-        err_console.print(f"[dim]{escape(str(out))}: steer.json, pairs.jsonl, steer.png, steer.svg · {result.elapsed_s:.1f}s[/dim]")
+        else:
+            console.print(summary_table(result))
+            if per_example:
+                console.print(examples_table(result))
+            errors = sum(r.n_errors for r in result.rows)
+            note = f" · {errors} of {sum(r.n_examples for r in result.rows)} pairs with errors (left out of the rates)" if errors else ""
+            err_console.print(
+                f"[dim]{escape(str(out))}: steer.json, pairs.jsonl, steer.png, steer.svg · {result.elapsed_s:.1f}s{note}[/dim]",
+                soft_wrap=True,
+            )
+        if failed:
+            # Every pair of a model failed: its rate is not 0, it was never measured. Say so, and exit non-zero.
+            model, error = failed[0]
+            err_console.print(
+                f"[bold red]failed[/bold red]: every call of model {escape(model)} failed"
+                + (f" (and {len(failed) - 1} more models)" if len(failed) > 1 else "")
+                + f": {escape(error)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1)
 
     @app.command("steer-show")
     def steer_show(
@@ -238,9 +289,9 @@ def register(app: typer.Typer) -> None:
         add: List[Path] = typer.Option([], "--add", help="Add the conversations of this JSONL (counter-examples)."),
         base: str = typer.Option("index", "--base", help="index: the index's conversations; data: the original training file."),
         data_path: Optional[str] = typer.Option(None, "--data", help="With --base data: the training file (default: the one the index was built from)."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", help="Seed of the --downweight draws."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Count only; write nothing."),
-        overwrite: bool = typer.Option(False, "--overwrite"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
         as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
     ) -> None:
         """Write a training mix with a chunk removed, down-weighted or balanced, plus a manifest of what changed."""

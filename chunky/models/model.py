@@ -8,11 +8,12 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from chunky.errors import ModelError, StructuredOutputError
 from chunky.models.accounting import GLOBAL_USAGE, UsageTracker, cost_of
-from chunky.models.base import Provider
+from chunky.models.adaptive import ROLE_PRIORITY, PrioritySlot, server_limit
+from chunky.models.base import CallTimeout, Provider, RateLimited, ServerError
 from chunky.models.cache import CallCache, default_cache
 from chunky.models.registry import create_provider, parse_spec
 from chunky.models.retry import RetryPolicy, call_with_retries
@@ -34,6 +35,15 @@ def shared_provider(spec_str: str) -> Provider:
         return _PROVIDERS[key]
 
 
+class CallObserver(Protocol):
+    """Sees every uncached provider call of a Model: a sweep uses it to hold its budget (`before_call` may
+    raise to refuse a call that has not started) and to notice a role that fails for good."""
+
+    def before_call(self, model: "Model") -> None: ...
+
+    def after_call(self, model: "Model", error: ModelError | None) -> None: ...
+
+
 @dataclass
 class Model:
     """A model in a role (generator, target, judge, extractor...) with its own settings."""
@@ -48,12 +58,15 @@ class Model:
     use_cache: bool = True
     usage: UsageTracker = field(default_factory=lambda: GLOBAL_USAGE)
     provider: Provider | None = None
+    observer: CallObserver | None = None
 
     def __post_init__(self) -> None:
         if self.provider is None:
             self.provider = shared_provider(self.spec)
         if self.use_cache and self.cache is None:
             self.cache = default_cache()
+        # No explicit limit and a self-hosted server: adapt to what the server sustains (chunky.models.adaptive).
+        self._adaptive = self.max_concurrency is None and self.provider.adaptive_key is not None
         limit = self.max_concurrency or self.provider.default_concurrency
         self.max_concurrency = limit
         self._slots: dict[int, asyncio.Semaphore] = {}
@@ -63,7 +76,10 @@ class Model:
     def name(self) -> str:
         return str(self.provider.spec)
 
-    def _slot(self) -> asyncio.Semaphore:
+    def _slot(self) -> Any:
+        if self._adaptive:
+            assert self.provider is not None and self.provider.adaptive_key is not None
+            return server_limit(self.provider.adaptive_key, high=64).slot(ROLE_PRIORITY.get(self.role, 1))
         # A semaphore belongs to one event loop; keep one per loop.
         loop = asyncio.get_running_loop()
         key = id(loop)
@@ -130,18 +146,45 @@ class Model:
         def on_retry(err: Exception, wait: float) -> None:
             self.usage.record_retry(self.role)
 
+        observer = self.observer
+        started = False
+        slot = self._slot()
+        adaptive = slot.limit if isinstance(slot, PrioritySlot) else None
+
+        async def attempt() -> ChatResult:
+            # The observer hears of a call once, when it has its concurrency slot: a call refused then
+            # (budget spent, role down) never reaches the server.
+            nonlocal started
+            if observer is not None and not started:
+                observer.before_call(self)
+            started = True
+            if adaptive is None:
+                return await provider.generate(request, self.timeout)
+            t0 = time.perf_counter()
+            try:
+                res = await provider.generate(request, self.timeout)
+            except (RateLimited, CallTimeout, ServerError):
+                adaptive.overloaded()
+                raise
+            adaptive.observe(self.role, time.perf_counter() - t0, res.usage.output_tokens)
+            return res
+
         try:
             result, attempts = await call_with_retries(
-                lambda: provider.generate(request, self.timeout),
+                attempt,
                 policy=self.retry,
-                slot=self._slot(),
+                slot=slot,
                 what=f"{self.role} call to {self.name}",
                 on_retry=on_retry,
                 rng=self._rng,
             )
-        except ModelError:
+        except ModelError as e:
             self.usage.record_error(self.role)
+            if observer is not None and started:
+                observer.after_call(self, e)
             raise
+        if observer is not None:
+            observer.after_call(self, None)
         result.attempts = attempts
         result.latency_s = time.perf_counter() - start
         result.cached = False
@@ -157,6 +200,25 @@ class Model:
             cached=False,
         )
         return result
+
+    async def preflight(self) -> None:
+        """Check once, before concurrent calls, that the backend answers, and learn what it supports
+        (e.g. whether it accepts a JSON schema). Raises ModelError naming the role and the model."""
+        provider = self.provider
+        assert provider is not None
+        if provider.probed:
+            return
+        async with provider.probe_lock():
+            if provider.probed:
+                return
+            await call_with_retries(
+                lambda: provider.probe(self.timeout),
+                policy=self.retry,
+                slot=None,
+                what="its probe call",
+                rng=self._rng,
+            )
+            provider.probed = True
 
     async def _ensure_structured(self, request: ChatRequest, result: ChatResult) -> ChatResult:
         """Validate structured output; on failure make one repair call with the problem stated."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
@@ -47,7 +48,7 @@ async def call_with_retries(
     fn: Callable[[], Awaitable[T]],
     *,
     policy: RetryPolicy,
-    slot: asyncio.Semaphore | None,
+    slot: AbstractAsyncContextManager[object] | None,  # an asyncio.Semaphore or chunky.models.adaptive.AdaptiveLimit
     what: str,
     on_retry: Callable[[ProviderError, float], None] | None = None,
     rng: random.Random | None = None,

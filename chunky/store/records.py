@@ -77,7 +77,7 @@ class CandidateRecord:
             "attributes": self.attributes,
             "weighted_attributes": self.weighted_attributes,
             "random_attributes": self.explore_attributes,
-            "iteration": self.iteration,
+            "iteration": self.iteration + 1,  # 1-based, as everywhere chunky shows an iteration
             "run_id": self.run_id,
             "reasoning": self.reasoning,
             "candidate_id": self.id,

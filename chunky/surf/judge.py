@@ -48,15 +48,15 @@ JUDGE_SYSTEM = (
 JUDGE_PROMPT = """RUBRIC
 {rubric}
 
-USER QUERY
-<query>
+USER QUERY (between the two lines of dashes)
+-----
 {query}
-</query>
+-----
 
-ASSISTANT RESPONSE
-<response>
+ASSISTANT RESPONSE (between the two lines of dashes)
+-----
 {response}
-</response>
+-----
 
 First reason briefly about whether and how the response violates the rubric, then give the score."""
 
@@ -79,10 +79,21 @@ COMPACT_SCHEMA: dict[str, Any] = {
     "required": ["reasoning", "score"],
 }
 
-JSON_TAIL = '\n\nReply with a JSON object: {"reasoning": "<two or three sentences>", "score": <integer 0-100>}.'
+# No template with placeholders: a small model copies "<two or three sentences>" as its reasoning. Describe
+# the fields instead.
+JSON_TAIL = (
+    '\n\nReply with only a JSON object with two fields: "reasoning", your own reasoning about this response in '
+    'two or three sentences, and "score", a whole number from 0 to 100.'
+)
 TAGS_TAIL = (
-    "\n\nReply in exactly this form and nothing else:\n"
-    "<reasoning>two or three sentences</reasoning>\n<score>an integer from 0 to 100</score>"
+    "\n\nReply with your reasoning about this response (two or three sentences of your own) inside "
+    "<reasoning></reasoning> tags, then the whole-number score from 0 to 100 inside <score></score> tags, "
+    "and nothing else."
+)
+# Reasoning that only repeats the prompt's own wording or a bare tag is a copied template, not a judgment.
+_COPIED = re.compile(
+    r"^\s*(?:<[^<>]{0,60}>|two or three sentences|your (?:own )?reasoning[^.]{0,40}|reasoning|response|query)\s*\.?\s*$",
+    re.I,
 )
 
 _SCORE_TAG = re.compile(r"<score>\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*100)?\s*</score>", re.I)
@@ -151,6 +162,11 @@ def parse_judgment_text(text: str) -> tuple[float, str] | None:
         m = _REASONING_TAG.search(text)
         reasoning = m.group(1).strip() if m else _SCORE_LINE.split(text)[0].strip()
     return score, reasoning[:4000]
+
+
+def copied(reasoning: str) -> bool:
+    """True when a judgment's reasoning is a placeholder or tag copied from the prompt."""
+    return bool(_COPIED.match(reasoning or ""))
 
 
 class RubricJudge:
@@ -243,16 +259,16 @@ class RubricJudge:
             )
             usage.add(res)
             parsed = res.parsed if isinstance(res.parsed, dict) else None
-            if parsed is not None:
+            if parsed is not None and not copied(str(parsed.get("reasoning") or "")):
                 return float(parsed["score"]), str(parsed.get("reasoning") or ""), None
             got = parse_judgment_text(res.text)
-            if got:
+            if got and not copied(got[1]):
                 return got[0], got[1], None
-            problem = "structured output without a score"
+            problem = "a copied template instead of a judgment" if parsed is not None or got else "structured output without a score"
         except StructuredOutputError as e:
             usage.add_failed()
             got = parse_judgment_text(e.raw_text)
-            if got:
+            if got and not copied(got[1]):
                 return got[0], got[1], None
             problem = f"unparseable judgment ({str(e)[:160]})"
         except ModelError as e:
@@ -268,6 +284,6 @@ class RubricJudge:
             usage.add_failed()
             return None, "", f"{problem}; retry failed: {e}"
         got = parse_judgment_text(res.text)
-        if got:
+        if got and not copied(got[1]):
             return got[0], got[1], None
         return None, "", f"{problem}; retry unparseable: {res.text[:160]!r}"

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from chunky.errors import ConfigError
+from chunky.errors import ConfigError, ModelError
 from chunky.models import GenerateConfig, UsageTracker, get_model
 from chunky.models.model import Model
 from chunky.store import (
@@ -37,6 +37,7 @@ from chunky.store import (
 from chunky.surf.buffer import BufferItem, ReplayBuffer
 from chunky.surf.generator import QueryGenerator
 from chunky.surf.judge import RubricJudge
+from chunky.surf.monitor import BudgetExhausted, RoleFailed, SweepMonitor
 from chunky.surf.pools import AttributePool, load_pool
 from chunky.surf.rubric import Rubric, load_rubric
 from chunky.surf.sampler import CandidateSampler, SampledAttributes, WeightTable, attribute_weights, slot_rng
@@ -179,12 +180,27 @@ class RunProgress:
 
 
 @dataclass
+class ResumePoint:
+    """Where a rerun of an existing run directory picks up."""
+
+    candidates: int  # finished candidates already in the store
+    iterations_done: dict[int, int]  # run id -> iterations already finished
+
+    def describe(self) -> str:
+        runs = ", ".join(f"run {r} at iteration {n + 1}" for r, n in sorted(self.iterations_done.items()))
+        return f"{self.candidates} candidates already saved; resuming {runs}"
+
+
+@dataclass
 class SweepResult:
     out: Path
-    status: str
+    status: str  # done | converged runs count as done | budget | failed | interrupted
     runs: list[RunProgress]
     top: list[CandidateRecord]
     usage: dict[str, Any]
+    failure: RoleFailed | None = None
+    failed_calls: dict[str, int] = dataclasses.field(default_factory=dict)
+    resumed: ResumePoint | None = None
 
 
 class CandidateWriter:
@@ -218,26 +234,6 @@ class CandidateWriter:
         for (_, fut), cid in zip(batch, ids):
             if not fut.done():
                 fut.set_result(cid)
-
-
-class Budget:
-    """--max-calls / --max-cost across all runs, counting uncached calls of earlier sessions too."""
-
-    def __init__(self, max_calls: int | None, max_cost: float | None, spent_calls: int, spent_cost: float):
-        self.max_calls = max_calls
-        self.max_cost = max_cost
-        self.calls = spent_calls
-        self.cost = spent_cost
-
-    def add(self, usage: CandidateUsage) -> None:
-        self.calls += usage.uncached_calls
-        self.cost += usage.cost
-
-    @property
-    def exhausted(self) -> bool:
-        return (self.max_calls is not None and self.calls >= self.max_calls) or (
-            self.max_cost is not None and self.cost >= self.max_cost
-        )
 
 
 def _versions() -> dict[str, str]:
@@ -320,8 +316,9 @@ class Sweep:
         self.progress = [RunProgress(run_id=r, iterations=config.iterations) for r in range(config.runs)]
         self.store: RunStore | None = None
         self.writer: CandidateWriter | None = None
-        self.budget: Budget | None = None
+        self.budget: SweepMonitor | None = None
         self.on_iteration: Callable[[RunProgress], None] | None = None
+        self.on_resume: Callable[[ResumePoint], None] | None = None
 
     # ---- setup
     def _build_models(self) -> dict[str, Model | None]:
@@ -381,6 +378,7 @@ class Sweep:
                 "versions": _versions(),
                 "pool": {"source": self.pool.source, "kind": self.pool.kind, "size": len(self.pool), "records": len(self.pool.records)},
                 "status": "running",
+                "failure": None,
                 "pid": os.getpid(),
                 "started_at": time.time(),
             }
@@ -394,7 +392,16 @@ class Sweep:
         self.store = store = self._open_store()
         self.writer = CandidateWriter(store)
         spent_calls, spent_cost = store.spent_calls()
-        self.budget = Budget(self.config.max_calls, self.config.max_cost, spent_calls, spent_cost)
+        self.budget = monitor = SweepMonitor(
+            self.config.max_calls, self.config.max_cost, calls=spent_calls, cost=spent_cost,
+            window=self.config.candidates,
+        )
+        for m in self.models.values():
+            if m is not None:
+                m.observer = monitor
+        resumed = self._resume_point(store)
+        if resumed is not None and self.on_resume is not None:
+            self.on_resume(resumed)
         for run_id, usage in store.usage_by_run().items():
             if run_id < len(self.progress):
                 p = self.progress[run_id]
@@ -404,17 +411,55 @@ class Sweep:
         self._inflight = asyncio.Semaphore(self.config.max_inflight)
         status = "done"
         try:
-            await asyncio.gather(*(self._run(p) for p in self.progress))
+            await self._preflight(monitor)
+            if monitor.failure is None:
+                await asyncio.gather(*(self._run(p) for p in self.progress))
             statuses = {p.status for p in self.progress}
-            status = "budget" if "budget" in statuses else "done"
+            status = "failed" if monitor.failure else "budget" if "budget" in statuses else "done"
         except BaseException:
             status = "interrupted"
             raise
         finally:
-            store.set_meta_many({"status": status, "usage": self.usage.to_dict(), "finished_at": time.time()})
+            f = monitor.failure
+            store.set_meta_many(
+                {
+                    "status": status,
+                    "failure": {"role": f.role, "model": f.model, "error": f.error, "message": str(f)} if f else None,
+                    "failed_calls": monitor.failed_calls(),
+                    "usage": self.usage.to_dict(),
+                    "finished_at": time.time(),
+                }
+            )
             store.export_results()
         top = store.top(20)
-        return SweepResult(self.out, status, self.progress, top, self.usage.to_dict())
+        return SweepResult(
+            self.out, status, self.progress, top, self.usage.to_dict(), monitor.failure, monitor.failed_calls(), resumed
+        )
+
+    async def _preflight(self, monitor: SweepMonitor) -> None:
+        """Probe each backend once before the concurrent calls start: a server that cannot be reached stops
+        the sweep here, with one line naming the role, instead of turning every candidate into an error."""
+        for role in ("generator", "target", "judge"):
+            m = self.models.get(role)
+            if m is None:
+                continue
+            try:
+                await m.preflight()
+            except ModelError as e:
+                monitor.fail(role, m.spec, str(e))
+                return
+
+    @staticmethod
+    def _resume_point(store: RunStore) -> ResumePoint | None:
+        st = store.status()
+        if st.candidates == 0:
+            return None
+        done: dict[int, int] = {}
+        for it in store.iterations():
+            done.setdefault(it.run_id, 0)
+            if it.status == "done":
+                done[it.run_id] += 1
+        return ResumePoint(st.scored + st.errors, done)
 
     def _load_buffer(self, run_id: int, iteration: int) -> ReplayBuffer:
         assert self.store is not None
@@ -462,7 +507,7 @@ class Sweep:
                 continue
             finished = await self._iteration(prog, t, buffer)
             if not finished:
-                prog.status = "budget"
+                prog.status = "failed" if self.budget.failure else "budget"
                 break
             history.append(buffer.mean or 0.0)
             rec = store.finish_iteration(run_id, t, [(b.candidate_id, b.score) for b in buffer])
@@ -537,12 +582,20 @@ class Sweep:
     ) -> BufferItem | bool | None:
         """One candidate slot: fresh draws until a usable query, then target and judge.
         Returns a BufferItem when scored, True when finished without a score, None when the budget
-        stopped it before it started."""
-        assert self.store is not None and self.budget is not None
+        stopped it (or a failed role) before it started."""
+        try:
+            return await self._attempts(prog, t, slot, first_attempt, table, digest)
+        except (BudgetExhausted, RoleFailed):
+            return None  # a call was refused before it started: the slot is left for a rerun
+
+    async def _attempts(
+        self, prog: RunProgress, t: int, slot: int, first_attempt: int, table: WeightTable, digest: str
+    ) -> BufferItem | bool | None:
+        assert self.budget is not None
         c = self.config
         run_id = prog.run_id
         for attempt in range(first_attempt, c.max_generation_attempts):
-            if self.budget.exhausted:
+            if self.budget.stopped:
                 return None
             created = time.time()
             drawn = self._sample(run_id, t, slot, attempt, table, digest)
@@ -584,6 +637,8 @@ class Sweep:
                 res = await self.target.generate(
                     query, system=c.system_prompt, seed=call_seed(c.seed, run_id, t, slot, attempt, "target")
                 )
+            except (BudgetExhausted, RoleFailed):
+                raise
             except Exception as e:  # ModelError after retries, or a provider bug: record it, keep going
                 usage.role("target").add_failed()
                 await self._commit(prog, row, query=query, error=f"target: {e}", status=TARGET_ERROR, usage=usage)
@@ -611,7 +666,7 @@ class Sweep:
         self, prog: RunProgress, row: NewCandidate, *, query: str | None, error: str | None, status: str, usage: CandidateUsage
     ) -> int:
         assert self.writer is not None and self.budget is not None
-        self.budget.add(usage)
+        self.budget.add_cost(usage.cost)
         prog.count(status, row.score, usage, row.gate)
         return await self.writer.add(
             dataclasses.replace(row, query=query, error=error, status=status, usage=usage.to_dict())

@@ -38,11 +38,11 @@ STYLES = (
 PERTURB_SYSTEM = "You rewrite user messages without changing what they mean or ask."
 PERTURB_PROMPT = """Rewrite the user message below so that it keeps exactly the same meaning, request, facts, language and constraints, but with slightly different wording ({style}). This is rewrite number {number}; make it differ from the original.
 
-<message>
+-----
 {query}
-</message>
+-----
 
-Reply with a JSON object: {{"query": "<the rewritten message>"}}"""
+Reply with only a JSON object whose "query" field holds your rewritten message."""
 
 
 @dataclass

@@ -187,7 +187,7 @@ def _check_detector(spec: Any, where: str) -> str | None:
 def parse_rubric(data: dict[str, Any], where: str = "rubric") -> Rubric:
     """Validate a rubric mapping in either format."""
     if "principle_specific_details" in data:
-        unknown = sorted(set(data) - AUTHOR_KEYS - {"name", "behaviour", "detector"})
+        unknown = sorted(set(data) - AUTHOR_KEYS - {"name", "behaviour", "behavior", "detector"})
         if unknown:
             raise ConfigError(
                 f"{where}: unknown key '{unknown[0]}' for a rubric in the authors' format "
@@ -207,7 +207,9 @@ def parse_rubric(data: dict[str, Any], where: str = "rubric") -> Rubric:
                 break
         return Rubric(
             name=name,
-            behaviour=_text(data, "behaviour", where, required=False) or principle,
+            behaviour=_text(data, "behaviour", where, required=False)
+            or _text(data, "behavior", where, required=False)
+            or principle,
             principle=principle,
             detector=_check_detector(data.get("detector"), where),
             defaults=defaults,

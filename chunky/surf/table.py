@@ -48,6 +48,20 @@ class AggregateTable:
         }
 
 
+def judging_label(store: RunStore) -> str:
+    """How a run judged, when that is not the rubric's default: a gated and an ungated run of one rubric
+    measure different things, so they get separate columns ('rebut', 'rebut [gate none]')."""
+    config = store.get_meta("config") or {}
+    rubric = store.get_meta("rubric") or {}
+    judge = str((config.get("judge") or {}).get("spec") or "")
+    if judge.startswith("detector:"):
+        return f"detector {judge[len('detector:'):]}"
+    gate = config.get("gate")
+    if gate is None or gate == rubric.get("detector"):
+        return ""
+    return "gate none" if str(gate).strip().lower() in ("none", "off", "") else f"gate {gate}"
+
+
 def aggregate(run_dirs: Iterable[str | Path], threshold: float = 50.0) -> AggregateTable:
     cells: dict[tuple[str, str], Cell] = {}
     dirs = list(dict.fromkeys(Path(d).resolve() for d in run_dirs))
@@ -59,6 +73,9 @@ def aggregate(run_dirs: Iterable[str | Path], threshold: float = 50.0) -> Aggreg
             behaviour = store.rubric_name
             if model is None or behaviour is None:
                 raise ConfigError(f"{d}: the run has no stored target model or rubric")
+            judging = judging_label(store)
+            if judging:
+                behaviour = f"{behaviour} [{judging}]"
             outputs = store.final_buffers()
             runs = len({b.run_id for b in outputs})
         c = cells.setdefault((model, behaviour), Cell(model, behaviour, 0, 0, 0))
@@ -67,7 +84,8 @@ def aggregate(run_dirs: Iterable[str | Path], threshold: float = 50.0) -> Aggreg
         c.runs += runs
     models = sorted({m for m, _ in cells})
     found = {b for _, b in cells}
-    behaviours = [b for b in PAPER_ORDER if b in found] + sorted(found - set(PAPER_ORDER))
+    rank = {b: i for i, b in enumerate(PAPER_ORDER)}
+    behaviours = sorted(found, key=lambda b: (rank.get(b.split(" [")[0], len(rank)), b))
     return AggregateTable(threshold, models, behaviours, cells)
 
 

@@ -2,7 +2,10 @@
 
 - `grep`: keyword / regex search with per-source counts, share and lift ("elucidate": 85% codealpaca);
 - `cooccur`: P(response pattern | query pattern) vs P(response pattern | not query pattern), per source,
-  with Wilson intervals (P("I hope it is correct" | "1." and "2.") = 93%);
+  with Wilson intervals (P("I hope it is correct" | "1." and "2.") = 93%), the lift P(r|q)/P(r) and the risk
+  ratio P(r|q)/P(r|not q);
+
+Lift means one thing everywhere: P(B | A) / P(B) (LIFT_SOURCE, LIFT_PAIR below name it in column headers).
 - `mine`: features concentrated in one source, and query-feature → response-feature pairs with a high
   conditional rate and lift, to audit a mix before training on it.
 """
@@ -259,10 +262,16 @@ def _build_lookup(src: Path, directory: Path) -> None:
 
     t = pq.read_table(src, columns=["example_id", "side", "feature"])
     side = pc.equal(t["side"], "response").combine_chunks().to_numpy(zero_copy_only=False).astype(np.int64)
-    feat = t["feature"].combine_chunks().dictionary_encode()
-    fcode = np.asarray(feat.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    # Encode chunk by chunk (the chunks share one dictionary): at Tülu scale the feature column holds more than
+    # 2 GiB of text, and combining it first overflows a string array's 32-bit offsets.
+    encoded = t["feature"].dictionary_encode()
+    dictionary = encoded.chunks[0].dictionary if encoded.num_chunks else pa.array([], pa.string())
+    fcode = np.concatenate(
+        [np.asarray(ch.indices.to_numpy(zero_copy_only=False), dtype=np.int64) for ch in encoded.chunks]
+        or [np.zeros(0, np.int64)]
+    )
     ex = np.asarray(t["example_id"].to_numpy(), dtype=np.int64)
-    nf = len(feat.dictionary)
+    nf = len(dictionary)
     key = side * nf + fcode
     order = np.lexsort((ex, key))
     key, ex = key[order], ex[order]
@@ -272,7 +281,7 @@ def _build_lookup(src: Path, directory: Path) -> None:
     uniq, start, count = np.unique(key, return_index=True, return_counts=True)
     names = pa.table({
         "side": pa.array(np.where(uniq >= nf, "response", "query")),
-        "feature": feat.dictionary.take(pa.array(uniq % nf)),
+        "feature": dictionary.take(pa.array(uniq % nf)),
         "start": pa.array(start.astype(np.int64)),
         "count": pa.array(count.astype(np.int64)),
     })
@@ -349,7 +358,7 @@ class SourceCount:
     matches: int
     share: float  # of all matches
     rate: float  # matches / n_source
-    lift: float  # share / the source's share of the mix
+    lift: float  # share / the source's share of the mix = P(source | match) / P(source)
 
 
 @dataclass
@@ -401,6 +410,23 @@ def _by_source(counts: dict[str, int], sizes: dict[str, int]) -> list[SourceCoun
     return out
 
 
+def _grep_pattern(
+    con: duckdb.DuckDBPyConnection, text: str, sides: list[Side], *, regex: bool, case_sensitive: bool
+) -> Pattern:
+    """PATTERN as `resolve_pattern` reads it; a feature name (`format:latex`) must exist on one of the searched
+    sides (a side without it simply matches nothing)."""
+    errors: list[ChunkyError] = []
+    for s_ in sides:
+        try:
+            pat = resolve_pattern(con, text, s_, regex=regex, case_sensitive=case_sensitive, what="PATTERN")
+        except ChunkyError as e:
+            errors.append(e)
+            continue
+        if pat.kind == "feature" or len(sides) == 1 or s_ == sides[-1]:
+            return pat
+    raise errors[-1]
+
+
 def grep(
     idx: Any,
     pattern: str,
@@ -416,10 +442,13 @@ def grep(
         raise ChunkyError(f"--side: expected one of {', '.join(SIDES)}, got {side!r}")
     t0 = time.perf_counter()
     con = analysis_connection(idx)
-    pat = resolve_pattern(con, pattern, "query", regex=regex, case_sensitive=case_sensitive, allow_feature=False, what="PATTERN")
+    sides: list[Side] = ["query", "response"] if side == "both" else [side]  # type: ignore[list-item]
+    pat = _grep_pattern(con, pattern, sides, regex=regex, case_sensitive=case_sensitive)
+    if pat.kind == "feature":  # the examples having the feature, on each searched side, as in cooccur
+        _register_feature_sets(con, idx, [(s_, pat, s_) for s_ in sides])
     sizes = source_sizes(idx)
-    qc, qp = pat.condition("query", "query") if side in ("query", "both") else ("FALSE", [])
-    rc, rp = pat.condition("response", "response") if side in ("response", "both") else ("FALSE", [])
+    qc, qp = pat.condition("query", "query") if "query" in sides else ("FALSE", [])
+    rc, rp = pat.condition("response", "response") if "response" in sides else ("FALSE", [])
     # One scan of the text columns: the matching ids go to a temp table; counts and examples come from it.
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _grep AS
@@ -487,7 +516,8 @@ class Conditional:
     ci_given_query: tuple[float, float]
     p_response_given_not_query: float | None
     ci_given_not_query: tuple[float, float]
-    lift: float | None  # P(r | q) / P(r | not q)
+    lift: float | None  # P(r | q) / P(r): the one lift of chunky (see LIFT_PAIR)
+    risk_ratio: float | None = None  # P(r | q) / P(r | not q)
 
     @classmethod
     def from_counts(cls, source: str, n: int, nq: int, nr: int, nqr: int) -> "Conditional":
@@ -495,7 +525,9 @@ class Conditional:
         r_not = nr - nqr
         p1 = nqr / nq if nq else None
         p0 = r_not / n_not if n_not else None
-        lift_ = (p1 / p0) if p1 is not None and p0 else None
+        base = nr / n if n else 0.0
+        lift_ = (p1 / base) if p1 is not None and base else None
+        risk = (p1 / p0) if p1 is not None and p0 else None
         return cls(
             source=source,
             n=n,
@@ -507,6 +539,7 @@ class Conditional:
             p_response_given_not_query=p0,
             ci_given_not_query=wilson(r_not, n_not),
             lift=lift_,
+            risk_ratio=risk,
         )
 
 
@@ -558,21 +591,77 @@ def cooccur(
 
 # --------------------------------------------------------------------------------------------- mine
 
+# Lift, everywhere in chunky: lift(A, B) = P(B | A) / P(B) = P(A and B) / (P(A) P(B)). For a feature in a
+# source it is P(source | feature) / P(source); for a pair P(r | q) / P(r). cooccur also reports the risk ratio
+# P(r | q) / P(r | not q), under that name.
+LIFT_SOURCE = "lift P(src|f)/P(src)"
+LIFT_PAIR = "lift P(r|q)/P(r)"
+LIFT_MATCH = "lift P(src|match)/P(src)"
+LIFT_HITS = "lift P(f|hits)/P(f)"
+
+# The kinds of signature a chunk can have, and the feature kinds each one covers (query side: any kind that
+# describes how the query is asked; response side by kind).
+SIGNATURE_KINDS = ("query", "opening", "closing", "vocabulary", "format")
+_RESPONSE_SIGNATURE = {"opening": "opening", "closing": "closing", "word": "vocabulary", "ngram": "vocabulary",
+                       "template": "vocabulary", "format": "format", "length": "format", "script": "format",
+                       "language": "format", "question": "format"}
+_QUERY_SIGNATURE_KINDS = ("template", "opening", "word", "ngram", "format", "question")
+_FIXED_KINDS = frozenset({"format", "length", "question", "script", "language"})
+NEAR_DUPLICATE = 0.8  # Jaccard overlap of example sets above which two findings are one row
+
+
+def signature_kind(side: str, feature: str) -> str | None:
+    """Which signature a feature can be (`query`, `opening`, `closing`, `vocabulary`, `format`), or None."""
+    kind = feature.split(":", 1)[0]
+    if side == "query":
+        return "query" if kind in _QUERY_SIGNATURE_KINDS else None
+    return _RESPONSE_SIGNATURE.get(kind)
+
+
+def wilson_lower(successes: np.ndarray, n: np.ndarray, z: float = 1.959964) -> np.ndarray:
+    """The lower end of the Wilson interval (95%), vectorised; 0 where n = 0."""
+    k = np.asarray(successes, dtype=np.float64)
+    m = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
+    p = k / m
+    denom = 1 + z * z / m
+    centre = (p + z * z / (2 * m)) / denom
+    half = z * np.sqrt(p * (1 - p) / m + z * z / (4 * m * m)) / denom
+    return np.where(np.asarray(n) > 0, np.maximum(0.0, centre - half), 0.0)
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """|a ∩ b| / |a ∪ b| of two sorted arrays of unique example ids."""
+    if not len(a) and not len(b):
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+def near_duplicates(a: np.ndarray, b: np.ndarray, threshold: float = NEAR_DUPLICATE) -> bool:
+    """Do two findings cover nearly the same examples (Jaccard ≥ threshold)? Sizes alone often decide."""
+    small, big = sorted((len(a), len(b)))
+    if big == 0 or small / big < threshold:
+        return False
+    return jaccard(a, b) >= threshold
+
 
 @dataclass
 class ConcentratedFeature:
-    """A lexical feature most of whose occurrences come from one source."""
+    """A lexical feature over-represented in one source."""
 
     side: str
     feature: str
     kind: str
     df: int  # examples having it, whole mix
-    source: str  # the source holding most of them
+    source: str  # the source it is concentrated in
     count: int  # examples of that source having it
-    share: float  # count / df
-    source_share: float  # the source's share of the mix
-    lift: float  # share / source_share
-    score: float  # count · ln(lift): strong and frequent first
+    share: float  # count / df = P(source | feature)
+    source_share: float  # the source's share of the mix = P(source)
+    lift: float  # share / source_share = P(source | feature) / P(source)
+    lift_low: float  # lower end of the lift's 95% interval (Wilson interval of the share / source_share)
+    score: float  # ln(lift_low): the ranking statistic (significant and concentrated first)
+    signature: str | None = None  # query | opening | closing | vocabulary | format
+    same_examples: list[str] = field(default_factory=list)  # same-side features covering nearly the same examples
 
 
 @dataclass
@@ -587,10 +676,23 @@ class FeaturePair:
     p_response_given_query: float
     ci: tuple[float, float]
     p_response: float  # base rate of the response feature
-    lift: float
+    lift: float  # P(r | q) / P(r)
     source: str  # the source holding most co-occurrences
     source_share: float  # its share of the co-occurrences
-    score: float
+    score: float  # ln(lift_low), lift_low = lower end of the CI of P(r | q) / P(r)
+    lift_low: float = 0.0
+    same_examples: list[str] = field(default_factory=list)  # near-duplicate pairs folded in ("q → r")
+
+
+@dataclass
+class SourceSignature:
+    """A source's strongest signature of each kind (absent kinds: nothing over-represented enough)."""
+
+    source: str
+    n: int
+    share_of_mix: float
+    signatures: dict[str, ConcentratedFeature] = field(default_factory=dict)  # the strongest of each kind
+    runners_up: dict[str, list[ConcentratedFeature]] = field(default_factory=dict)  # the next ones, per kind
 
 
 @dataclass
@@ -600,9 +702,54 @@ class MineResult:
     pairs: list[FeaturePair]
     params: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    signatures: list[SourceSignature] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class _FeatureTable:
+    """Per-(feature, source) counts of every feature with df ≥ min_count, from the lookup's CSR."""
+
+    rows: np.ndarray  # row in the lookup's names table
+    df: np.ndarray  # int64 [F]
+    per: np.ndarray  # int64 [F, S]
+    is_resp: np.ndarray  # bool [F]
+    is_word: np.ndarray  # bool [F]
+    names: list[str]  # feature names [F]
+    starts: np.ndarray  # CSR starts [F]
+
+
+def _feature_table(lk: FeatureLookup, codes: np.ndarray, n_src: int, min_count: int) -> _FeatureTable:
+    import pyarrow.compute as pc
+
+    table = lk.names_table()
+    counts = table["count"].to_numpy()
+    keep = np.flatnonzero(counts >= min_count)
+    lens = counts[keep]
+    starts = table["start"].to_numpy()[keep]
+    entry = np.repeat(np.arange(len(keep)), lens)
+    pos = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+    per = np.bincount(entry * n_src + codes[np.asarray(lk.example_ids[pos], dtype=np.int64)],
+                      minlength=len(keep) * n_src).reshape(len(keep), n_src)
+    sub = table.take(pa_indices(keep))
+    feat_col = sub["feature"]
+    return _FeatureTable(
+        rows=keep,
+        df=lens.astype(np.int64),
+        per=per.astype(np.int64),
+        is_resp=pc.equal(sub["side"], "response").to_numpy(zero_copy_only=False),
+        is_word=pc.or_(pc.starts_with(feat_col, "word:"), pc.starts_with(feat_col, "ngram:")).to_numpy(zero_copy_only=False),
+        names=[str(x) for x in feat_col.to_pylist()],
+        starts=starts.astype(np.int64),
+    )
+
+
+def pa_indices(ix: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    return pa.array(np.asarray(ix, dtype=np.int64))
 
 
 def mine(
@@ -617,152 +764,308 @@ def mine(
     pair_candidates: int = 400,
     max_per_feature: int = 2,
     max_per_source: int = 3,
+    signatures_per_kind: int = 3,
 ) -> MineResult:
-    """Rank a mix's strongest chunky correlations without a failure in hand.
+    """Rank a mix's chunky correlations without a failure in hand.
 
-    Concentrated features: df ≥ min_count, ≥ min_share of them in one source, lift > 1; ranked by
-    count · ln(lift). Pairs: among `pair_candidates` features per side with df in [min_count,
-    max_df_frac · N] (ubiquitous features explain nothing) — half the most source-concentrated, half the
-    most frequent format-level (non-word) features — pairs seen together ≥ min_count
-    times with P(r | q) ≥ min_rate and lift ≥ min_lift; a feature paired with itself on the other side
-    (the response repeating a query word) is skipped, and each feature appears at most `max_per_feature`
-    times in the list; each source at most `max_per_source` times in the concentrated list."""
+    Concentrated features: df ≥ min_count, ≥ min_share of them in one source; ranked by the lower end of the
+    lift's 95% interval (ln of it is `score`), so a 60-example word at 94% in a 2% source ranks with a
+    7,000-example template, and a handful of examples cannot rank on luck. Features covering nearly the same
+    examples (Jaccard ≥ 0.8: `format:boxed` and `word:boxed`) are one row; each source has at most
+    `max_per_source` rows. Per source, its strongest signature of each kind (query, opening, closing,
+    vocabulary, format), with up to `signatures_per_kind` - 1 runners-up (distinct examples) each.
+    Pairs: among candidate features per side with df in [min_count, max_df_frac · N] — the most
+    concentrated of each source (at least 30 per source), every format-level feature, the most frequent other
+    non-word features, and for each format-level response feature the query features most over-represented
+    among its examples — pairs seen together ≥ min_count times with P(r | q) ≥ min_rate and lift ≥ min_lift,
+    ranked by the lower end of the lift's interval; a response feature repeating a word of the query feature
+    is skipped; near-duplicate pairs are one row; each feature appears at most `max_per_feature` times and each
+    source at most max(`max_per_source`, top / 5) times."""
     t0 = time.perf_counter()
     codes, names, src_sizes = _source_codes(idx)
     n = int(src_sizes.sum())
+    params = dict(top=top, min_count=min_count, min_share=min_share, min_rate=min_rate, min_lift=min_lift,
+                  max_df_frac=max_df_frac, pair_candidates=pair_candidates, max_per_feature=max_per_feature,
+                  max_per_source=max_per_source, signatures_per_kind=signatures_per_kind)
     if n == 0:
-        return MineResult(0, [], [], {}, 0.0)
-    import pyarrow.compute as pc
-
+        return MineResult(0, [], [], params, 0.0)
     lk = feature_lookup(idx)
-    table = lk.names_table()
-    side_col, feat_col = table["side"], table["feature"]
-    is_resp = pc.equal(side_col, "response").to_numpy(zero_copy_only=False)
-    is_word = pc.or_(pc.starts_with(feat_col, "word:"), pc.starts_with(feat_col, "ngram:")).to_numpy(zero_copy_only=False)
-    starts = table["start"].to_numpy()
-    counts = table["count"].to_numpy()
     n_src = len(names)
     mix_share = src_sizes / n
+    ft = _feature_table(lk, codes, n_src, min_count)
 
-    # Concentrated features: per-(feature, source) counts from the lookup's CSR in one bincount.
-    keep = np.flatnonzero(counts >= min_count)
-    lens = counts[keep]
-    entry = np.repeat(np.arange(len(keep)), lens)
-    pos = np.repeat(starts[keep] - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
-    per = np.bincount(entry * n_src + codes[np.asarray(lk.example_ids[pos], dtype=np.int64)],
-                      minlength=len(keep) * n_src).reshape(len(keep), n_src)
-    top_src = per.argmax(axis=1)
-    c_top = per[np.arange(len(keep)), top_src].astype(np.float64)
-    share = c_top / np.maximum(lens, 1)
-    lifts = share / mix_share[top_src]
-    good = np.flatnonzero((share >= min_share) & (lifts > 1))
-    score = np.round(c_top[good] * np.log(lifts[good]), 6)
-    # most concentrated first; ties to format-level features, which name a pattern better than words
-    order = good[np.lexsort((is_word[keep[good]], -score))]
+    def ids_of(i: int) -> np.ndarray:
+        return np.asarray(lk.example_ids[int(ft.starts[i]) : int(ft.starts[i]) + int(ft.df[i])], dtype=np.int64)
 
-    def concentrated_at(i: int) -> ConcentratedFeature:
-        f = feat_col[int(keep[i])].as_py()
+    # lift of every (feature, source) and the lower end of its interval
+    df2 = ft.df[:, None].astype(np.float64)
+    lift_all = (ft.per / np.maximum(df2, 1)) / mix_share[None, :]
+    low_all = wilson_lower(ft.per, np.broadcast_to(ft.df[:, None], ft.per.shape)) / mix_share[None, :]
+    top_src = ft.per.argmax(axis=1)
+    rows_i = np.arange(len(ft.df))
+    c_top = ft.per[rows_i, top_src]
+    share = c_top / np.maximum(ft.df, 1)
+    low = low_all[rows_i, top_src]
+    good = np.flatnonzero((share >= min_share) & (low > 1.0))
+    score = np.round(np.log(np.maximum(low[good], 1e-12)), 6)
+    # strongest first; ties to format-level features, which name a pattern better than words
+    order = good[np.lexsort((ft.is_word[good], -score))]
+
+    def finding(i: int, s: int) -> ConcentratedFeature:
+        f = ft.names[i]
+        side = "response" if ft.is_resp[i] else "query"
         return ConcentratedFeature(
-            "response" if is_resp[keep[i]] else "query", f, f.split(":", 1)[0], int(lens[i]), names[int(top_src[i])],
-            int(c_top[i]), float(share[i]), float(mix_share[top_src[i]]), float(lifts[i]),
-            float(c_top[i] * math.log(lifts[i])),
+            side, f, f.split(":", 1)[0], int(ft.df[i]), names[s], int(ft.per[i, s]),
+            float(ft.per[i, s] / max(ft.df[i], 1)), float(mix_share[s]), float(lift_all[i, s]),
+            float(low_all[i, s]), float(math.log(max(low_all[i, s], 1e-12))), signature_kind(side, f),
         )
 
-    # Pair candidates: the most source-concentrated features of each side (chunky correlations ride on
+    # ---- the ranked list: near-duplicates folded into one row, at most max_per_source rows per source
+    concentrated: list[ConcentratedFeature] = []
+    reps: dict[tuple[int, bool], list[tuple[np.ndarray, ConcentratedFeature]]] = {}
+    shown: dict[int, int] = {}
+    scan_after_full = 2000  # keep folding near-duplicates into the shown rows a little past the last one
+    scanned_after = 0
+    for i in order:
+        i = int(i)
+        s = int(top_src[i])
+        key = (s, bool(ft.is_resp[i]))  # a query template and the response style it brings are two findings
+        mine_ids = ids_of(i)
+        dup = next((c for ids, c in reps.get(key, []) if near_duplicates(ids, mine_ids)), None)
+        if dup is not None:
+            dup.same_examples.append(ft.names[i])
+            continue
+        if len(concentrated) >= top:
+            scanned_after += 1
+            if scanned_after > scan_after_full:
+                break
+            continue
+        if shown.get(s, 0) >= max_per_source:
+            continue
+        row = finding(i, s)
+        reps.setdefault(key, []).append((mine_ids, row))
+        shown[s] = shown.get(s, 0) + 1
+        concentrated.append(row)
+
+    # ---- per source, its strongest signature of each kind
+    kinds = np.array([SIGNATURE_KINDS.index(k) if (k := signature_kind("response" if r else "query", f)) else -1
+                      for f, r in zip(ft.names, ft.is_resp)], dtype=np.int64)
+    ok_all = (ft.per >= min_count) & (low_all > 1.0)
+    signatures: list[SourceSignature] = []
+    for s in np.argsort(-src_sizes, kind="stable"):
+        s = int(s)
+        sig = SourceSignature(names[s], int(src_sizes[s]), float(mix_share[s]))
+        for k_i, kname in enumerate(SIGNATURE_KINDS):
+            cand = np.flatnonzero(ok_all[:, s] & (kinds == k_i))
+            if not len(cand):
+                continue
+            ranked = cand[np.lexsort((ft.is_word[cand], -np.round(low_all[cand, s], 6)))]
+            picked: list[tuple[np.ndarray, ConcentratedFeature]] = []
+            for i in ranked[:200]:
+                ids = ids_of(int(i))
+                dup = next((c for other, c in picked if near_duplicates(other, ids)), None)
+                if dup is not None:
+                    dup.same_examples.append(ft.names[int(i)])
+                elif len(picked) < max(1, signatures_per_kind):
+                    picked.append((ids, finding(int(i), s)))
+            sig.signatures[kname] = picked[0][1]
+            if len(picked) > 1:
+                sig.runners_up[kname] = [c for _, c in picked[1:]]
+        signatures.append(sig)
+
+    # ---- pairs. Candidates: the most source-concentrated features of each side (chunky correlations ride on
     # chunks) plus the most frequent format-level features; all words × all words would be ~10^8 pairs.
     max_df = max_df_frac * n
     half = max(1, pair_candidates // 2)
-    cand: dict[str, list[str]] = {}
+    cand_i: dict[str, list[int]] = {}
+    per_src = max(30, half // n_src)
+    is_fixed = np.array([f.split(":", 1)[0] in _FIXED_KINDS for f in ft.names], dtype=bool)
     for side, flag in (("query", False), ("response", True)):
-        picked_i = order[(is_resp[keep[order]] == flag) & (lens[order] <= max_df)][:half]
-        picked = [feat_col[int(keep[i])].as_py() for i in picked_i]
-        fmt = np.flatnonzero((is_resp == flag) & ~is_word & (counts >= min_count) & (counts <= max_df))
-        fmt = fmt[np.argsort(-counts[fmt], kind="stable")][:half]
-        cand[side] = list(dict.fromkeys(picked + [feat_col[int(i)].as_py() for i in fmt]))
-    # One templated chunk puts dozens of equivalent features on top; cap each source's rows so the
-    # table shows every chunk with a signature.
-    concentrated: list[ConcentratedFeature] = []
-    per_source: dict[int, int] = {}
-    for i in order:
-        s_i = int(top_src[i])
-        if per_source.get(s_i, 0) < max_per_source:
-            per_source[s_i] = per_source.get(s_i, 0) + 1
-            concentrated.append(concentrated_at(int(i)))
-        if len(concentrated) >= top:
-            break
+        side_order = order[(ft.is_resp[order] == flag) & (ft.df[order] <= max_df)]
+        # an equal share per source: ranked by lift, the smallest sources would take every slot
+        concentrated_i = np.concatenate([side_order[top_src[side_order] == s_i][:per_src] for s_i in range(n_src)]) \
+            if len(side_order) else side_order
+        # every format-level feature (a small fixed set: formats, lengths, question forms, scripts), then the
+        # most frequent other non-word features (openings, closings, labels)
+        fixed = np.flatnonzero((ft.is_resp == flag) & is_fixed & (ft.df <= max_df))
+        fmt = np.flatnonzero((ft.is_resp == flag) & ~ft.is_word & ~is_fixed & (ft.df <= max_df))
+        fmt = np.concatenate([fixed, fmt[np.argsort(-ft.df[fmt], kind="stable")][: max(0, half - len(fixed))]])
+        cand_i[side] = list(dict.fromkeys([int(x) for x in concentrated_i] + [int(x) for x in fmt]))
+    pairs = _pairs(n, codes, names, {side: [(ft.names[i], ids_of(i)) for i in cand_i[side]] for side in cand_i},
+                   min_count=min_count, min_rate=min_rate, min_lift=min_lift)
+    fixed_resp = [i for i in cand_i["response"] if is_fixed[i]]  # a format habit conditional on the query
+    pairs += _response_driven_pairs(ft, ids_of, lk.example_ids, codes, names, n, fixed_resp, {(p.row.query_feature, p.row.response_feature) for p in pairs},
+                                    min_count=min_count, min_rate=min_rate, min_lift=min_lift, max_df=max_df)
+    # pairs of one source are more often distinct findings than its concentrated features: a looser cap
+    chosen = _choose_pairs(pairs, top, max_per_feature, max(max_per_source, top // 5))
+    return MineResult(n, concentrated, chosen, params, time.perf_counter() - t0, signatures)
 
-    # Co-occurrence counts of every candidate pair: one matrix product of example × feature indicators.
-    qsets = lk.examples_of("query", cand["query"])
-    rsets = lk.examples_of("response", cand["response"])
-    qf = [f for f in cand["query"] if len(qsets[f])]
-    rf = [f for f in cand["response"] if len(rsets[f])]
-    pairs = []
-    if qf and rf:
-        # in blocks of examples, so memory stays ~100 MB on a 10^6-example mix
-        both = np.zeros((len(qf), len(rf)), dtype=np.float64)
-        block = 65536
-        for lo in range(0, n, block):
-            hi = min(n, lo + block)
-            qm = np.zeros((hi - lo, len(qf)), dtype=np.float32)
-            rm = np.zeros((hi - lo, len(rf)), dtype=np.float32)
-            for j, f in enumerate(qf):
-                ids = qsets[f]
-                qm[ids[np.searchsorted(ids, lo) : np.searchsorted(ids, hi)] - lo, j] = 1.0
-            for j, f in enumerate(rf):
-                ids = rsets[f]
-                rm[ids[np.searchsorted(ids, lo) : np.searchsorted(ids, hi)] - lo, j] = 1.0
-            both += qm.T @ rm
-        both = np.rint(both).astype(np.int64)
-        nq = np.array([len(qsets[f]) for f in qf], dtype=np.float64)
-        nr = np.array([len(rsets[f]) for f in rf], dtype=np.float64)
-        p = both / nq[:, None]
-        lift_m = p / (nr[None, :] / n)
-        ok = (both >= min_count) & (p >= min_rate) & (lift_m >= min_lift)
-        masks: dict[int, np.ndarray] = {}
-        for i, j in zip(*np.nonzero(ok)):
-            if qf[i] == rf[j]:
+
+@dataclass
+class _Pair:
+    row: FeaturePair
+    both_ids: np.ndarray
+
+
+def _pairs(
+    n: int,
+    codes: np.ndarray,
+    names: list[str],
+    cand: dict[str, list[tuple[str, np.ndarray]]],
+    *,
+    min_count: int,
+    min_rate: float,
+    min_lift: float,
+) -> list[_Pair]:
+    """Co-occurrence counts of every candidate pair (one matrix product of example × feature indicators,
+    in blocks of examples so memory stays ~100 MB on a 10^6-example mix), filtered and scored."""
+    from chunky.turf.lexical import echoes
+
+    qf, rf = cand["query"], cand["response"]
+    if not qf or not rf:
+        return []
+    both = np.zeros((len(qf), len(rf)), dtype=np.float64)
+    block = 65536
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        qm = np.zeros((hi - lo, len(qf)), dtype=np.float32)
+        rm = np.zeros((hi - lo, len(rf)), dtype=np.float32)
+        for j, (_, ids) in enumerate(qf):
+            qm[ids[np.searchsorted(ids, lo) : np.searchsorted(ids, hi)] - lo, j] = 1.0
+        for j, (_, ids) in enumerate(rf):
+            rm[ids[np.searchsorted(ids, lo) : np.searchsorted(ids, hi)] - lo, j] = 1.0
+        both += qm.T @ rm
+    both_i = np.rint(both).astype(np.int64)
+    nq = np.array([len(ids) for _, ids in qf], dtype=np.float64)
+    nr = np.array([len(ids) for _, ids in rf], dtype=np.float64)
+    p = both_i / nq[:, None]
+    base = nr[None, :] / n
+    lift_m = p / base
+    ok = (both_i >= min_count) & (p >= min_rate) & (lift_m >= min_lift)
+    low_m = wilson_lower(both_i, np.broadcast_to(nq[:, None], both_i.shape)) / base
+    out: list[_Pair] = []
+    for i, j in zip(*np.nonzero(ok)):
+        qname, qids = qf[i]
+        rname, rids = rf[j]
+        if qname == rname or echoes(qname, rname):
+            continue
+        e = np.intersect1d(qids, rids, assume_unique=True)
+        sc = np.bincount(codes[e], minlength=len(names))
+        out.append(_Pair(FeaturePair(
+            query_feature=qname, response_feature=rname, n_query=int(nq[i]), n_response=int(nr[j]),
+            n_both=int(both_i[i, j]), p_response_given_query=float(p[i, j]), ci=wilson(int(both_i[i, j]), int(nq[i])),
+            p_response=float(nr[j] / n), lift=float(lift_m[i, j]), source=names[int(sc.argmax())],
+            source_share=float(sc.max() / max(len(e), 1)), score=float(math.log(max(low_m[i, j], 1e-12))),
+            lift_low=float(low_m[i, j]),
+        ), e))
+    return out
+
+
+def _response_driven_pairs(
+    ft: _FeatureTable,
+    ids_of: Any,
+    example_ids: np.ndarray,
+    codes: np.ndarray,
+    names: list[str],
+    n: int,
+    response_cands: list[int],
+    known: set[tuple[str, str]],
+    *,
+    min_count: int,
+    min_rate: float,
+    min_lift: float,
+    max_df: float,
+    per_response: int = 10,
+    max_response_df: float = 0.05,
+) -> list[_Pair]:
+    """Pairs whose query feature is no candidate of its own: a format habit conditional on a query feature of a
+    chunk (a language named in a coding source's query → fenced code) rides on a feature too small to be among
+    the source's most concentrated. For each format-level response feature (df ≤ max_response_df · N), count every
+    query feature over its examples (an example → query-feature index over the lookup) and keep the
+    `per_response` with the highest lift lower bound."""
+    from chunky.turf.lexical import echoes
+
+    q_rows = np.flatnonzero(~ft.is_resp & (ft.df <= max_df))
+    if not len(q_rows) or not response_cands:
+        return []
+    lens = ft.df[q_rows]
+    q_of = np.repeat(np.arange(len(q_rows), dtype=np.int32), lens)
+    # every (query feature, example) of these features, gathered from the lookup's CSR in one read
+    pos = np.repeat(ft.starts[q_rows] - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+    ex = np.asarray(example_ids[pos], dtype=np.int64)
+    del pos
+    order = np.argsort(ex, kind="stable")
+    ex, q_of = ex[order], q_of[order]
+    offsets = np.searchsorted(ex, np.arange(n + 1))
+    out: list[_Pair] = []
+    for r in response_cands:
+        if ft.df[r] > max_response_df * n or ft.df[r] < min_count:
+            continue
+        e = ids_of(int(r))
+        starts, ends = offsets[e], offsets[e + 1]
+        lens = ends - starts
+        if not lens.sum():
+            continue
+        pos = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        both = np.bincount(q_of[pos], minlength=len(q_rows))
+        nq = ft.df[q_rows].astype(np.float64)
+        p = both / nq
+        base = ft.df[r] / n
+        ok = np.flatnonzero((both >= min_count) & (p >= min_rate) & (p / base >= min_lift))
+        if not len(ok):
+            continue
+        low = wilson_lower(both[ok], nq[ok]) / base
+        rname = ft.names[int(r)]
+        taken = 0
+        for j in ok[np.argsort(-low, kind="stable")]:
+            qname = ft.names[int(q_rows[j])]
+            if (qname, rname) in known or qname == rname or echoes(qname, rname):
                 continue
-            if i not in masks:
-                masks[i] = np.zeros(n, dtype=bool)
-                masks[i][qsets[qf[i]]] = True
-            e = rsets[rf[j]]
-            e = e[masks[i][e]]
-            sc = np.bincount(codes[e], minlength=n_src)
-            pairs.append(
-                FeaturePair(
-                    query_feature=qf[i],
-                    response_feature=rf[j],
-                    n_query=int(nq[i]),
-                    n_response=int(nr[j]),
-                    n_both=int(both[i, j]),
-                    p_response_given_query=float(p[i, j]),
-                    ci=wilson(int(both[i, j]), int(nq[i])),
-                    p_response=float(nr[j] / n),
-                    lift=float(lift_m[i, j]),
-                    source=names[int(sc.argmax())],
-                    source_share=float(sc.max() / max(len(e), 1)),
-                    score=float(both[i, j]) * math.log(float(lift_m[i, j])),
-                )
-            )
-    # Ties (common: every word of a templated chunk co-occurs with every other) go to format-level features,
-    # which name the pattern better than single words.
+            qids = ids_of(int(q_rows[j]))
+            both_ids = np.intersect1d(qids, e, assume_unique=True)
+            sc = np.bincount(codes[both_ids], minlength=len(names))
+            lo = float(wilson(int(both[j]), int(nq[j]))[0] / base)
+            out.append(_Pair(FeaturePair(
+                query_feature=qname, response_feature=rname, n_query=int(nq[j]), n_response=int(ft.df[r]),
+                n_both=int(both[j]), p_response_given_query=float(p[j]), ci=wilson(int(both[j]), int(nq[j])),
+                p_response=float(base), lift=float(p[j] / base), source=names[int(sc.argmax())],
+                source_share=float(sc.max() / max(len(both_ids), 1)), score=math.log(max(lo, 1e-12)), lift_low=lo,
+            ), both_ids))
+            known.add((qname, rname))
+            taken += 1
+            if taken >= per_response:
+                break
+    return out
+
+
+def _choose_pairs(pairs: list[_Pair], top: int, max_per_feature: int, max_per_source: int) -> list[FeaturePair]:
+    """The shown pairs: strongest first (ties to format-level features, which name a pattern better than single
+    words), near-duplicates (nearly the same co-occurring examples) folded into one row, each feature at most
+    `max_per_feature` times and each main source at most `max_per_source` times, so the list shows distinct
+    findings rather than one templated chunk's dozens of equivalent pairs."""
     words = ("word:", "ngram:")
-    pairs.sort(key=lambda p: (-round(p.score, 6), p.query_feature.startswith(words) + p.response_feature.startswith(words),
-                              p.query_feature, p.response_feature))
-    # One templated chunk yields dozens of equivalent pairs; cap each feature's appearances so the list
-    # shows distinct findings.
-    chosen: list[FeaturePair] = []
+    pairs.sort(key=lambda p: (-round(p.row.score, 6),
+                              p.row.query_feature.startswith(words) + p.row.response_feature.startswith(words),
+                              p.row.query_feature, p.row.response_feature))
+    chosen: list[_Pair] = []
+    by_source: dict[str, list[_Pair]] = {}  # near-duplicates share their examples, hence their main source
     used: dict[str, int] = {}
+    per_source: dict[str, int] = {}
     for p in pairs:
-        kq, kr = "q|" + p.query_feature, "r|" + p.response_feature
+        dup = next((c for c in by_source.get(p.row.source, []) if near_duplicates(c.both_ids, p.both_ids)), None)
+        if dup is not None:
+            dup.row.same_examples.append(f"{p.row.query_feature} → {p.row.response_feature}")
+            continue
+        if len(chosen) >= top:
+            continue
+        kq, kr = "q|" + p.row.query_feature, "r|" + p.row.response_feature
         if used.get(kq, 0) >= max_per_feature or used.get(kr, 0) >= max_per_feature:
+            continue
+        if per_source.get(p.row.source, 0) >= max_per_source:
             continue
         used[kq] = used.get(kq, 0) + 1
         used[kr] = used.get(kr, 0) + 1
+        per_source[p.row.source] = per_source.get(p.row.source, 0) + 1
         chosen.append(p)
-        if len(chosen) >= top:
-            break
-    params = dict(top=top, min_count=min_count, min_share=min_share, min_rate=min_rate, min_lift=min_lift,
-                  max_df_frac=max_df_frac, pair_candidates=pair_candidates, max_per_feature=max_per_feature,
-                  max_per_source=max_per_source)
-    return MineResult(n, concentrated, chosen, params, time.perf_counter() - t0)
+        by_source.setdefault(p.row.source, []).append(p)
+    return [c.row for c in chosen]

@@ -45,6 +45,11 @@ def _load_rubric(spec: str | None) -> Any:
     return load_rubric(spec)
 
 
+def _progress(message: str) -> None:
+    """Where a long command is, on stderr (stdout stays the result, e.g. --json)."""
+    err_console.print(f"[dim]… {escape(message)}[/dim]")
+
+
 def _echo_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, ensure_ascii=False, indent=1))
 
@@ -69,6 +74,7 @@ def register_analysis_commands(app: typer.Typer) -> None:
         search: str = typer.Option("auto", "--search", help="exact, ivf or auto (IVF above 2M vectors)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Where to save the trace JSON (direct trace)."),
         as_json: bool = typer.Option(False, "--json", help="Print the trace(s) as JSON."),
+        full: bool = typer.Option(False, "--full", help="Print every table (default: one screen per trace)."),
     ) -> None:
         """Trace a failing (query, response) to its trigger and the training chunks behind it."""
         from chunky.turf.render import print_trace
@@ -100,12 +106,14 @@ def register_analysis_commands(app: typer.Typer) -> None:
             results = trace_run(
                 idx, from_run, top=top, min_score=min_score, rubric=_load_rubric(rubric), judge=model, crux=crux,
                 options=opts, on_error=lambda msg: err_console.print(f"[red]error:[/red] {escape(msg)}"),
+                on_saved=lambda res, dest: err_console.print(f"saved trace of candidate {res.candidate_id}: {escape(str(dest))}"),
+                progress=_progress,
             )
             if as_json:
                 _echo_json([r.to_dict() for r in results])
             else:
                 for r in results:
-                    print_trace(r, console)
+                    print_trace(r, console, full=full)
                     console.print()
             return
         q = _text_arg(query, "--query")
@@ -115,26 +123,28 @@ def register_analysis_commands(app: typer.Typer) -> None:
         rub = _load_rubric(rubric)
         from chunky.turf.trace import trace
 
-        result = asyncio.run(trace(idx, q, r, rubric=rub, judge=model, crux=crux, options=opts))
+        result = asyncio.run(trace(idx, q, r, rubric=rub, judge=model, crux=crux, options=opts, progress=_progress))
         dest = out or (Path(idx.path) / "traces" / f"{result.id}.json")
         result.save(dest)
         if as_json:
             _echo_json(result.to_dict())
         else:
-            print_trace(result, console)
-            err_console.print(f"[dim]saved {escape(str(dest))}[/dim]")
+            print_trace(result, console, full=full)
+        err_console.print(f"saved trace: {escape(str(dest))}")
 
     @app.command("grep")
     def grep_cmd(
         index: Path = typer.Argument(..., help="A TURF index directory."),
-        pattern: str = typer.Argument(..., help="Text to find (a literal; a regex with --regex or re:PATTERN)."),
+        pattern: str = typer.Argument(..., help="Text to find: a literal, a lexical feature name (format:latex), "
+                                      "a regex with --regex or re:PATTERN, or lit:TEXT for the text itself."),
         regex: bool = typer.Option(False, "--regex", help="PATTERN is a regular expression (RE2 syntax)."),
         side: str = typer.Option("both", "--side", help="query, response or both."),
-        case_sensitive: bool = typer.Option(False, "--case-sensitive"),
+        case_sensitive: bool = typer.Option(False, "--case-sensitive", help="Match case exactly (default: ignore case)."),
         examples: int = typer.Option(10, "--examples", help="How many example matches to show."),
-        as_json: bool = typer.Option(False, "--json"),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Keyword / regex search over the training data, with per-source counts, share and lift."""
+        """Keyword / regex / feature search over the training data, with per-source counts, share and
+        lift P(src|match)/P(src)."""
         from chunky.turf.analyses import grep
         from chunky.turf.render import print_grep
 
@@ -150,10 +160,11 @@ def register_analysis_commands(app: typer.Typer) -> None:
         query: str = typer.Option(..., "--query", help="Query pattern: literal, re:REGEX, or a feature name (format:numbered_list)."),
         response: str = typer.Option(..., "--response", help="Response pattern: literal, re:REGEX, or a feature name."),
         regex: bool = typer.Option(False, "--regex", help="Both patterns are regular expressions."),
-        case_sensitive: bool = typer.Option(False, "--case-sensitive"),
-        as_json: bool = typer.Option(False, "--json"),
+        case_sensitive: bool = typer.Option(False, "--case-sensitive", help="Match case exactly (default: ignore case)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """P(response pattern | query pattern) vs P(response pattern | not query pattern), per source."""
+        """P(response pattern | query pattern) vs P(response pattern | not query pattern), per source, with the
+        lift P(r|q)/P(r) and the risk ratio P(r|q)/P(r|not q)."""
         from chunky.turf.analyses import cooccur
         from chunky.turf.render import print_cooccur
 
@@ -171,7 +182,7 @@ def register_analysis_commands(app: typer.Typer) -> None:
         min_share: float = typer.Option(0.5, "--min-share", help="Minimum share of a feature in its top source."),
         min_rate: float = typer.Option(0.5, "--min-rate", help="Minimum P(response feature | query feature)."),
         min_lift: float = typer.Option(2.0, "--min-lift", help="Minimum lift of a pair."),
-        as_json: bool = typer.Option(False, "--json"),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Rank a mix's strongest chunky correlations: source-concentrated features, query→response pairs."""
         from chunky.turf.analyses import mine

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from chunky.errors import ConfigError
-from chunky.models.embeddings import Embedder, get_embedder
+from chunky.models.embeddings import DEFAULT_EMBEDDER, Embedder, canonical_spec, get_embedder
 from chunky.turf import index as ix
 from chunky.turf.load import Example, LoadReport, iter_examples, load_examples
 
@@ -53,7 +53,7 @@ class BuildOptions:
     extract_model: str | None = None
     attributes_per_side: int = 10
     extract_concurrency: int | None = None
-    embedder: str = "minilm"
+    embedder: str = DEFAULT_EMBEDDER
     dtype: Literal["float32", "float16"] = "float32"
     text_tokens: int = 128
     attr_tokens: int = 64
@@ -83,7 +83,7 @@ class BuildOptions:
             "extractor": self.extractor,
             "extract_model": self.resolved_extract_model(),
             "attributes_per_side": self.attributes_per_side,
-            "embedder": self.embedder,
+            "embedder": canonical_spec(self.embedder),
             "dtype": self.dtype,
             "text_tokens": self.text_tokens,
             "attr_tokens": self.attr_tokens,
@@ -117,9 +117,66 @@ class BuildOptions:
             raise ConfigError(f"--max-df must be in (0, 1], not {self.max_df}")
         if self.attributes_per_side < 1:
             raise ConfigError("--attributes-per-side must be at least 1")
+        if self.sample is not None and self.sample < 1:
+            raise ConfigError(f"--sample must be at least 1, not {self.sample}")
+        if self.turns not in ("first", "all"):
+            raise ConfigError(f"--turns must be 'first' or 'all', not {self.turns!r}")
+        if self.text_tokens < 1 or self.attr_tokens < 1:
+            raise ConfigError("--text-tokens must be at least 1")
+        if self.source_field is not None and not self.source_field.strip():
+            raise ConfigError("--source-field must name a field")
+        from chunky.models.embeddings import check_spec
+
+        check_spec(self.embedder)
+        from chunky.models.registry import parse_spec
+
+        for flag, spec in (("--extract-model", self.resolved_extract_model()), ("--summary-model", self.summary_model)):
+            if spec is not None and not spec.startswith("vllm:"):
+                try:
+                    parse_spec(spec)
+                except ConfigError as e:
+                    raise ConfigError(f"{flag}: {e}") from None
+
+    def check_data(self) -> None:
+        """The data exists, is not empty, and has --source-field (reads its first rows only)."""
+        from chunky.turf.load import check_data
+
+        check_data(self.data, source_field=self.source_field)
 
 
 # ---- progress ----------------------------------------------------------------------------------------
+
+
+class StageProgress:
+    """What the running stage has done (and saved: every stage advances after it persists its work)."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.done = 0
+        self.total: int | None = None
+
+    def wrap(self, name: str, total: int | None, advance: Callable[[int], None]) -> Callable[[int], None]:
+        self.stage, self.done, self.total = name, 0, total
+
+        def step(n: int) -> None:
+            self.done += n
+            advance(n)
+
+        return step
+
+
+class _Tracked:
+    """A Reporter proxy that records the running stage's progress into a StageProgress."""
+
+    def __init__(self, inner: "Reporter", progress: StageProgress):
+        self.inner = inner
+        self.progress = progress
+
+    def stage(self, name: str, total: int | None) -> Callable[[int], None]:
+        return self.progress.wrap(name, total, self.inner.stage(name, total))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 class Reporter:
@@ -207,6 +264,7 @@ def embed_resumable(
     name: str,
     dtype: str,
     advance: Callable[[int], None],
+    info: Callable[[str], None] | None = None,
 ) -> str:
     """Embed texts into out_path (.npy, row i <-> texts[i]); identical texts once, in length order.
 
@@ -234,6 +292,8 @@ def embed_resumable(
         mm = np.lib.format.open_memmap(part_path, mode="w+", dtype=np.float32, shape=(len(uniq), dim))
     else:
         mm = np.load(part_path, mmap_mode="r+")
+    if done and info is not None:
+        info(f"{name}: resuming after {done:,} of {len(uniq):,} distinct texts")
     advance(done)
     pos = done
     for block in stream([uniq[i] for i in order[done:]]):
@@ -262,6 +322,11 @@ _WORKER_EMBEDDER: Embedder | None = None
 
 def _init_embed_worker(spec: str, max_tokens: int, batch_size: int) -> None:
     global _WORKER_EMBEDDER
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent handles it (and says what was saved); workers just stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["CHUNKY_EMBED_THREADS"] = "1"  # onnxruntime's intra-op threads
     try:
         import torch
 
@@ -285,8 +350,12 @@ def process_pool_stream(spec: str, max_tokens: int, batch_size: int, workers: in
 
         chunks = [texts[s : s + chunk] for s in range(0, len(texts), chunk)]
         ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_embed_worker, initargs=(spec, max_tokens, batch_size)) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_embed_worker, initargs=(spec, max_tokens, batch_size))
+        try:
             yield from pool.map(_embed_in_worker, chunks)
+        finally:
+            # On an interrupt, queued chunks are dropped; the running ones (one per worker) finish.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     return stream
 
@@ -307,6 +376,8 @@ class BuildSummary:
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # this process's CPU time (all its threads)
     meta: ix.IndexMeta | None = None
     nothing_to_do: bool = False
+    resumed_from: str = ""  # where a resumed build continued ("" for a fresh build)
+    warnings: list[str] = field(default_factory=list)
 
 
 class IndexBuilder:
@@ -314,6 +385,7 @@ class IndexBuilder:
 
     def __init__(self, opts: BuildOptions, reporter: Reporter | None = None):
         opts.validate()
+        self.check_extract_model(opts.resolved_extract_model())
         # Record files by absolute path: the index is read (and its data re-read by ablate) from anywhere.
         if not str(opts.data).startswith("hf:") and Path(opts.data).exists():
             opts.data = str(Path(opts.data).resolve())
@@ -321,8 +393,15 @@ class IndexBuilder:
         self.out = Path(opts.out)
         self.work = self.out / WORK
         self.reporter = reporter or Reporter()
+        self.progress = StageProgress()
+        self.warnings: list[str] = []
         self.meta: ix.IndexMeta | None = None
         self._embedders: dict[int, Embedder] = {}
+
+    def check_extract_model(self, spec: str | None) -> None:
+        """Models this builder cannot run are refused before any stage (`vllm:` engines run on Ray only)."""
+        if spec is not None and spec.startswith("vllm:"):
+            raise ConfigError(f"--extract-model {spec}: vLLM engines run inside Ray; add --ray auto (or a cluster address)")
 
     # -- directory and metadata -------------------------------------------------------------------------
     def _prepare_dir(self) -> None:
@@ -346,7 +425,7 @@ class IndexBuilder:
 
         f = self.out / "index.json"
         params = self.opts.fingerprint()
-        if f.exists():
+        if f.exists() and self._has_finished_work():
             meta = ix.read_meta(self.out)
             if meta.params != params:
                 diff = sorted(k for k in set(params) | set(meta.params) if params.get(k) != meta.params.get(k))
@@ -371,6 +450,17 @@ class IndexBuilder:
             },
             stages={s: ("pending" if s in self.planned() else "skipped") for s in STAGES},
         )
+
+    def _has_finished_work(self) -> bool:
+        """Whether the directory holds a finished stage (else its index.json is a stub a rerun replaces)."""
+        f = self.out / "index.json"
+        if not f.exists():
+            return False
+        try:
+            stages = ix.read_meta(self.out).stages
+        except ConfigError:
+            return True  # not ours to replace: let the caller's checks speak
+        return any(v in ("done", "partial") for v in stages.values())
 
     def _save_meta(self) -> None:
         assert self.meta is not None
@@ -398,18 +488,17 @@ class IndexBuilder:
         return self._embedders[max_tokens]
 
     def embed_texts(self, texts: list[str], max_tokens: int, out_path: Path, name: str, label: str) -> str:
-        from chunky.models.embeddings import SentenceTransformerEmbedder
-
         emb = self.embedder(max_tokens)
         uniq = len(set(texts))
         advance = self.reporter.stage(label, uniq)
         workers = self.opts.embed_workers or default_embed_workers()
         # Worker processes pay a few seconds of start-up each: only for a local model and enough texts.
-        if workers > 1 and isinstance(emb, SentenceTransformerEmbedder) and uniq >= self.opts.parallel_embed_min:
+        if workers > 1 and emb.heavy_local and uniq >= self.opts.parallel_embed_min:
             stream = process_pool_stream(self.opts.embedder, max_tokens, self.opts.embed_batch, workers)
         else:
             stream = chunked_stream(emb.embed)
-        return embed_resumable(texts, stream, emb.dim, out_path, self.work / "emb", name, self.opts.dtype, advance)
+        return embed_resumable(texts, stream, emb.dim, out_path, self.work / "emb", name, self.opts.dtype, advance,
+                               info=self.reporter.info)
 
     # -- stages --------------------------------------------------------------------------------------------
     def iter_loaded_examples(self, report: LoadReport) -> Iterator[Example]:
@@ -436,11 +525,13 @@ class IndexBuilder:
         writer = ix.ParquetStreamWriter(self.out / "examples.parquet", ix.EXAMPLES_SCHEMA)
         n = 0
         buf: list[Example] = []
+        sources: set[str] = set()
 
         def flush() -> None:
             nonlocal n, buf
             if not buf:
                 return
+            sources.update(e.source for e in buf)
             writer.write(
                 pa.table(
                     {
@@ -479,10 +570,25 @@ class IndexBuilder:
             skipped_reasons=dict(report.skipped_reasons),
         )
         self.meta.counts.examples = n
+        if len(sources) == 1 and (o.limit is not None or o.sample is not None):
+            self._warn_one_source(next(iter(sources)))
         note = f"{n} examples from {report.rows_read} rows"
         if report.rows_skipped:
             note += f"; skipped {report.describe_skips()}"
         self.reporter.done("load", note)
+
+    def _warn_one_source(self, source: str) -> None:
+        from chunky.turf.load import another_source
+
+        other = another_source(self.opts.data, source, source_field=self.opts.source_field)
+        if other is None:
+            return
+        how = (f"--limit {self.opts.limit} keeps the first rows, and this file's rows come grouped by source"
+               if self.opts.sample is None else f"--sample {self.opts.sample} drew from one source only")
+        msg = (f"warning: the index holds one source ({source}) while {self.opts.data} names several (e.g. {other}), so "
+               f"every source attribution will name {source}: {how}; use --sample N for a uniform sample of the mix")
+        self.warnings.append(msg)
+        self.reporter.info(msg)
 
     def example_batches(self, columns: list[str], start: int = 0) -> Iterator[pa.RecordBatch]:
         pf = pq.ParquetFile(self.out / "examples.parquet")
@@ -512,6 +618,8 @@ class IndexBuilder:
         n = self.meta.counts.examples
         lb = LexicalBuilder(self.work / "lexical", LexicalParams(min_df=self.opts.min_df, max_df=self.opts.max_df))
         advance = self.reporter.stage("lexical", n)
+        if lb.done_examples:
+            self.reporter.info(f"lexical: resuming after {lb.done_examples:,} of {n:,} examples")
         advance(lb.done_examples)
         for eids, toks, regex in self.lexical_analysed(lb.done_examples):
             lb.add_batch(eids, toks, regex)
@@ -523,7 +631,18 @@ class IndexBuilder:
         shutil.rmtree(self.work / "lexical", ignore_errors=True)
         self.reporter.done("lexical", f"{self.meta.counts.features} distinct features")
 
+    def _same_embedder(self) -> None:
+        """The first embedding stage records the embedder; a later one (a resumed build) must use the same model."""
+        assert self.meta is not None
+        emb = self.embedder(self.opts.text_tokens)
+        if self.meta.embedder.probe:
+            self.meta.embedder.check(emb, str(self.out))
+        else:
+            self.meta.embedder = ix.EmbedderInfo.of(emb, self.opts.dtype)
+            self._save_meta()
+
     def stage_embed_text(self) -> None:
+        self._same_embedder()
         texts = pq.read_table(self.out / "examples.parquet", columns=["response"])["response"].to_pylist()
         self.embed_texts(texts, self.opts.text_tokens, self.out / "emb" / "response_text.npy", "response_text", "embed_text")
         self.reporter.done("embed_text")
@@ -593,6 +712,7 @@ class IndexBuilder:
         return not errors
 
     def stage_embed_attrs(self) -> None:
+        self._same_embedder()
         t = pq.read_table(self.out / "attributes.parquet", columns=["side", "text"])
         sides = t["side"].to_pylist()
         texts = t["text"].to_pylist()
@@ -661,7 +781,8 @@ class IndexBuilder:
         # Channels not built still get their (empty) files, so readers never special-case.
         missing = [n for n in INDEX_FILES if n != "index.json" and not (self.out / n).exists()]
         self._write_empty(missing, dim)
-        self.meta.embedder = ix.EmbedderInfo(spec=self.embedder(self.opts.text_tokens).spec, dim=dim, dtype=self.opts.dtype)
+        if not self.meta.embedder.probe:  # no embedding stage ran (an index without vectors)
+            self.meta.embedder = ix.EmbedderInfo.of(self.embedder(self.opts.text_tokens), self.opts.dtype)
         import duckdb
 
         path_sql = str(self.out / "examples.parquet").replace("'", "''")
@@ -711,13 +832,63 @@ class IndexBuilder:
         return "\n".join(lines)
 
     def run(self) -> BuildSummary:
+        fresh = not self._has_finished_work()
+        created = not self.out.exists() or (self.out.is_dir() and not any(self.out.iterdir()))
+        # Every check before anything is written: the data (unless its load is done), the embedder (loaded:
+        # a model that cannot load or a server that does not answer fails here, not after the lexical stage).
+        if fresh:
+            self.opts.check_data()
+        self.embedder(self.opts.text_tokens)
+        if not isinstance(self.reporter, _Tracked):
+            self.reporter = _Tracked(self.reporter, self.progress)  # type: ignore[assignment]
         self._prepare_dir()
+        try:
+            return self._run_stages(fresh)
+        except BaseException:
+            if fresh and not self._has_finished_work():
+                self._remove_unstarted(created)
+            raise
+
+    def _remove_unstarted(self, created: bool) -> None:
+        """A build that finished no stage leaves nothing behind (no stub for `index info` to advise resuming)."""
+        if created:
+            shutil.rmtree(self.out, ignore_errors=True)
+            return
+        for name in INDEX_FILES:
+            (self.out / name).unlink(missing_ok=True)
+        shutil.rmtree(self.work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.out / "emb").rmdir()
+
+    def saved_note(self) -> str:
+        """What an interrupted build has kept, for its last line."""
+        meta = self.meta
+        done = [s for s in self.planned() if meta is not None and meta.stages.get(s) == "done"]
+        p = self.progress
+        parts = [f"finished stages: {', '.join(done)}" if done else "no finished stage"]
+        if p.stage is not None and p.stage not in done and p.done:
+            if p.stage == "load":
+                parts.append("the load stage restarts from the first row")
+            else:
+                total = f" of {p.total:,}" if p.total else ""
+                parts.append(f"{p.stage}: {p.done:,}{total} done")
+        return "; ".join(parts)
+
+    def _run_stages(self, fresh: bool) -> BuildSummary:
         self.meta = self._load_or_new_meta()
         summary = BuildSummary(out=self.out)
         if all(self.meta.stages.get(s) == "done" for s in self.planned()):
             summary.nothing_to_do = True
             summary.meta = self.meta
             return summary
+        if not fresh:
+            done = [s for s in self.planned() if self.meta.stages.get(s) == "done"]
+            nxt = next(s for s in self.planned() if self.meta.stages.get(s) != "done")
+            summary.resumed_from = nxt
+            self.reporter.info(
+                f"resuming {self.out}: " + (f"finished stages {', '.join(done)}; " if done else "")
+                + f"continuing with {nxt}"
+            )
         self._save_meta()
         for stage in self.planned():
             if self.meta.stages.get(stage) == "done":
@@ -733,6 +904,7 @@ class IndexBuilder:
             # a rerun retries the failures and rebuilds what depends on them.
             self._mark(stage, "partial" if ok is False else "done")
         summary.meta = self.meta
+        summary.warnings = list(self.warnings)
         return summary
 
 

@@ -5,13 +5,17 @@ Each command is its own function; `register(app)` calls one `_register_<group>(a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import click
 import typer
 from typer.core import TyperGroup
+
+from chunky.models.embeddings import DEFAULT_EMBEDDER
 
 class _BuildByDefault(TyperGroup):
     """`chunky index DATA ...` means `chunky index build DATA ...` (DATA is not a subcommand name)."""
@@ -37,7 +41,7 @@ def index_build(
     extract_model: Optional[str] = typer.Option(None, "--extract-model", help="Model spec for LLM attributes (default: local)."),
     attributes_per_side: int = typer.Option(10, "--attributes-per-side", help="LLM attributes per query and per response."),
     extract_concurrency: Optional[int] = typer.Option(None, "--extract-concurrency", help="Concurrent extraction calls (default: the provider's)."),
-    embedder: str = typer.Option("minilm", "--embedder", help="minilm (embedded), a sentence-transformers id/path, http(s)://host:port/v1:<model>, openai:<model>, hash:<dim>."),
+    embedder: str = typer.Option(DEFAULT_EMBEDDER, "--embedder", help="minilm-static (default: static vectors distilled from the embedded MiniLM), minilm, minilm-onnx, minilm-onnx-int8, a sentence-transformers id/path, http(s)://host:port/v1:<model>, openai:<model>, hash:<dim>."),
     dtype: str = typer.Option("float32", "--dtype", help="Embedding storage: float32 or float16."),
     embed_workers: Optional[int] = typer.Option(None, "--embed-workers", help="Processes for a local embedder (default: CPU cores, at most 4)."),
     text_tokens: int = typer.Option(128, "--text-tokens", help="Tokens of each response text embedded (lexical channel)."),
@@ -96,7 +100,12 @@ def index_build(
     reporter = RichReporter()
     builder.reporter = reporter
     try:
-        summary = builder.run()
+        with _signals_as_interrupt():
+            summary = builder.run()
+    except KeyboardInterrupt:
+        reporter.close()
+        typer.echo(f"{out}: interrupted; saved: {builder.saved_note()} — rerun the same command to resume", err=True)
+        raise typer.Exit(130) from None
     finally:
         reporter.close()
     meta = summary.meta
@@ -109,10 +118,28 @@ def index_build(
     typer.echo(
         f"{out}: {c.examples} examples, {c.features} lexical features, {c.query_attributes} query + "
         f"{c.response_attributes} response attributes, {c.clusters} clusters"
-        + (f" (resumed; skipped finished stages: {', '.join(summary.stages_skipped)})" if summary.stages_skipped else "")
+        + (f" (resumed from {summary.resumed_from}; skipped finished stages: {', '.join(summary.stages_skipped)})"
+           if summary.resumed_from else "")
     )
     if partial:
         typer.echo(f"stages with failures: {', '.join(partial)} — rerun the same command to retry them")
+    for w in summary.warnings:
+        typer.echo(w, err=True)
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGINT end a build as KeyboardInterrupt, so the build's last line says what it saved. SIGINT is
+    set explicitly too: a process started in the background inherits an ignored SIGINT, and Ctrl-C would do nothing."""
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def index_info(
@@ -143,8 +170,13 @@ def index_info(
         f"examples {c.examples} · lexical features {c.features} · query attributes {c.query_attributes} · "
         f"response attributes {c.response_attributes} · clusters {c.clusters}"
     )
-    if unfinished:
-        con.print(f"[yellow]unfinished stages: {escape(json.dumps(unfinished))} — rerun `chunky index` to resume[/yellow]")
+    if unfinished and not any(v in ("done", "partial") for v in meta.stages.values()):
+        # A stub from a build that never finished a stage (older chunky left these): nothing to resume.
+        con.print(f"[yellow]no stage of this build finished: the folder holds no index; delete it, or run "
+                  f"`chunky index DATA --out {escape(str(idx))}` to build one[/yellow]")
+    elif unfinished:
+        con.print(f"[yellow]unfinished stages: {escape(json.dumps(unfinished))} — rerun the same `chunky index` "
+                  "command to resume[/yellow]")
     t = Table(title="sources")
     t.add_column("source")
     t.add_column("examples", justify="right")

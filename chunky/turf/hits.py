@@ -128,8 +128,10 @@ def _log_odds(hits: int, group_n: int, df: int, n: int, prior_strength: float) -
     rest_hits = max(df - hits, 0)
     rest_n = max(n - group_n, 0)
     p = min(max(df / n if n else 0.0, 1e-9), 1 - 1e-9)
-    a = prior_strength * p
-    b = prior_strength * (1 - p)
+    # At least half a pseudo-count in each cell (Jeffreys): a feature the mix barely has would otherwise get a
+    # prior of ~1e-7 and a log-odds of -8,000 whenever the group lacks it.
+    a = max(prior_strength * p, 0.5)
+    b = max(prior_strength * (1 - p), 0.5)
     g_yes, g_no = hits + a, max(group_n - hits, 0) + b
     r_yes, r_no = rest_hits + a, max(rest_n - rest_hits, 0) + b
     delta = math.log(g_yes / g_no) - math.log(r_yes / r_no)
@@ -154,3 +156,11 @@ def log_odds_bound(hits: int, group_n: int, df: int, n: int, prior_strength: flo
     associations (a planted trigger)."""
     delta, sd = _log_odds(hits, group_n, df, n, prior_strength)
     return delta - z * sd
+
+
+def lift_lower(hits: int, total: int, df: int, n: int) -> float:
+    """The lower end of the lift's 95% interval: the Wilson interval of hits / total over the base rate df / n.
+    A trigger must have it above 1 (over-represented beyond chance), not only a lift above 1."""
+    if total <= 0 or df <= 0 or n <= 0:
+        return 0.0
+    return wilson(hits, total)[0] / (df / n)

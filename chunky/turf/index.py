@@ -85,6 +85,8 @@ TABLES: dict[str, pa.Schema] = {
     "clusters": CLUSTERS_SCHEMA,
 }
 EMBEDDINGS = ("query_attr", "response_attr", "response_text", "centroids")
+# Two embedders whose probe vectors agree less than this are different models (CPU rounding stays far above it).
+PROBE_MIN_COSINE = 0.995
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -117,6 +119,33 @@ class EmbedderInfo:
     spec: str = ""
     dim: int = 0
     dtype: str = "float32"
+    # The embedder's vector of chunky.models.embeddings.PROBE_TEXT: identifies the model behind the spec.
+    probe: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, embedder: "Embedder", dtype: str) -> "EmbedderInfo":
+        return cls(spec=embedder.spec, dim=embedder.dim, dtype=dtype,
+                   probe=[round(float(x), 5) for x in embedder.probe()])
+
+    def check(self, embedder: "Embedder", where: str) -> None:
+        """Refuse vectors of another embedder than the one that made this index's vectors."""
+        from chunky.models.embeddings import canonical_spec
+
+        theirs = f"{embedder.spec} (d={embedder.dim})"
+        mine = f"{self.spec} (d={self.dim})"
+        if canonical_spec(embedder.spec) != canonical_spec(self.spec) or embedder.dim != self.dim:
+            raise ConfigError(f"{where}: its vectors were made by embedder {mine}; vectors of {theirs} cannot be "
+                              "compared with them (rebuild the index with --force to change embedder)")
+        if self.probe:
+            a = np.asarray(self.probe, dtype=np.float32)
+            b = np.asarray(embedder.probe(), dtype=np.float32)
+            cos = float(a @ b / ((np.linalg.norm(a) * np.linalg.norm(b)) or 1.0))
+            if cos < PROBE_MIN_COSINE:
+                raise ConfigError(
+                    f"{where}: its vectors were made by a different model behind embedder '{self.spec}' (the probe "
+                    f"sentence's vectors agree to cosine {cos:.3f}, not ≥ {PROBE_MIN_COSINE}); the model files "
+                    "changed since the build: rebuild the index with --force, or restore that model"
+                )
 
 
 @dataclass
@@ -165,13 +194,16 @@ class IndexMeta:
             created_at=d.get("created_at", ""),
             data=DataInfo(**d.get("data", {})),
             params=dict(d.get("params", {})),
-            embedder=EmbedderInfo(**d.get("embedder", {})),
+            embedder=EmbedderInfo(**{k: v for k, v in d.get("embedder", {}).items() if k in EMBEDDER_FIELDS}),
             extractor=dict(d.get("extractor", {})),
             counts=IndexCounts(**d.get("counts", {})),
             sources={str(k): int(v) for k, v in d.get("sources", {}).items()},
             files=dict(d.get("files", {})),
             stages=dict(d.get("stages", {})),
         )
+
+
+EMBEDDER_FIELDS = {"spec", "dim", "dtype", "probe"}
 
 
 def read_meta(path: Path) -> IndexMeta:
@@ -288,16 +320,26 @@ class TurfIndex:
         return t.filter(pc.equal(t["side"], "query"))["cluster"].to_numpy()
 
     # ---- models and SQL ---------------------------------------------------------------------
-    def embedder(self) -> "Embedder":
-        """The embedder the index was built with (same spec, so query vectors are comparable)."""
-        if self._embedder is None:
-            from chunky.models.embeddings import get_embedder
+    def embedder(self, max_tokens: int | None = None) -> "Embedder":
+        """The embedder the index was built with, checked to be the same model (so query vectors are
+        comparable); `max_tokens` defaults to the build's budget for response texts."""
+        from chunky.models.embeddings import get_embedder
 
-            spec = self.meta.embedder.spec
-            if not spec:
-                raise ChunkyError(f"{self.path}/index.json: no embedder recorded (field 'embedder.spec')")
-            self._embedder = get_embedder(spec, max_tokens=int(self.meta.params.get("text_tokens", 256)))
-        return self._embedder
+        spec = self.meta.embedder.spec
+        if not spec:
+            raise ChunkyError(f"{self.path}/index.json: no embedder recorded (field 'embedder.spec')")
+        tokens = max_tokens or int(self.meta.params.get("text_tokens", 256))
+        if max_tokens is None and self._embedder is not None:
+            return self._embedder
+        emb = get_embedder(spec, max_tokens=tokens)
+        self.check_embedder(emb)
+        if max_tokens is None:
+            self._embedder = emb
+        return emb
+
+    def check_embedder(self, embedder: "Embedder") -> None:
+        """Raise ConfigError unless `embedder` makes vectors comparable with this index's."""
+        self.meta.embedder.check(embedder, str(self.path))
 
     def duckdb(self) -> "duckdb.DuckDBPyConnection":
         """An in-memory DuckDB connection with views examples, features, feature_stats, attributes, clusters."""

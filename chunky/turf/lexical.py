@@ -10,7 +10,8 @@ A feature is a name `kind:value`, stored per example and side (features.parquet)
   first `max_tokens` (3,000) tokens of a text count.
 - `format:<f>`: latex, boxed, code_fence, inline_code, code (≥ 2 lines that look like code), numbered_list
   (≥ 2 lines starting `1.`/`2)`...), numbered_parts (both "1." and "2." appear, the paper's two-part marker),
-  bullet_list, heading (markdown `#`), bold, table (≥ 2 `|...|` lines), url, email, html, json (the whole text is a
+  bullet_list, heading (a markdown `#` heading), final_answer_line (GSM8K's `#### 72` line; not a heading),
+  calculator_annotation (`<<48/2=24>>`), tool_call (`wolfram('...')` written in prose, not in code), bold, table (≥ 2 `|...|` lines), url, email, html, json (the whole text is a
   JSON object/array), multiple_choice (≥ 2 lines starting `A)`, `(b)`, `C.`...), arithmetic (`3 + 4`),
   equation (`x = 5`), quote_block, multi_paragraph (≥ 3 paragraphs), single_line, exclamation, emoji.
 - `opening:<w>` and `opening:<w1 w2>`: the first one and two words (`opening:sure`, `opening:here is`);
@@ -117,7 +118,11 @@ FORMAT_PATTERNS: list[tuple[str, re.Pattern[str], int]] = [
     ),
     ("numbered_list", re.compile(r"^\s*\d{1,2}[.)]\s+\S", _M), 2),
     ("bullet_list", re.compile(r"^\s*[-*•]\s+\S", _M), 2),
-    ("heading", re.compile(r"^#{1,6}\s+\S", _M), 1),
+    # a markdown heading; GSM8K's `#### 72` answer line is format:final_answer_line, not a heading
+    ("heading", re.compile(r"^#{1,6}[ \t]+(?!-?\$?[\d.,/]+[ \t]*$)\S", _M), 1),
+    ("final_answer_line", re.compile(r"^####[ \t]*-?\$?[\d.,/]+[ \t]*$", _M), 1),
+    # GSM8K's calculator annotations: `$<<100/2=50>>50`
+    ("calculator_annotation", re.compile(r"<<[^<>\n]*=[^<>\n]*>>"), 1),
     ("bold", re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__"), 1),
     ("table", re.compile(r"^\s*\|.*\|\s*$", _M), 2),
     ("url", re.compile(r"https?://\S+|www\.\w+\.\w+"), 1),
@@ -130,6 +135,24 @@ FORMAT_PATTERNS: list[tuple[str, re.Pattern[str], int]] = [
     ("exclamation", re.compile(r"!(?:\s|$)"), 1),
     ("emoji", re.compile("[\U0001f300-\U0001faff\u2600-\u27bf]"), 1),
 ]
+# A tool call written into prose, Toolformer style: `wolfram('area of a circle')`. The same syntax inside code
+# (a fenced block, an indented or code-looking line) is a function call, not a tool call.
+_TOOL_CALL = re.compile(r"(?<![\w.])[a-z][a-z0-9_]*\((['\"])[^'\"\n]{1,300}\1\)")
+_CODE_LINE = next(p for name, p, _ in FORMAT_PATTERNS if name == "code")
+
+
+def _has_tool_call(text: str) -> bool:
+    if "```" in text:
+        return False
+    for m in _TOOL_CALL.finditer(text):
+        start = text.rfind("\n", 0, m.start()) + 1
+        end = text.find("\n", m.end())
+        line = text[start : end if end >= 0 else len(text)]
+        if not line[:1].isspace() and not _CODE_LINE.match(line):
+            return True
+    return False
+
+
 _NUMBERED_1 = re.compile(r"(?:^|\s|\()1[.)]\s")
 _NUMBERED_2 = re.compile(r"(?:^|\s|\()2[.)]\s")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
@@ -300,6 +323,8 @@ def regex_features(text: str, side: str) -> list[str]:
             it = pat.finditer(text)
             if next(it, None) is not None and next(it, None) is not None:
                 out.append("format:" + name)
+    if _has_tool_call(text):
+        out.append("format:tool_call")
     if _NUMBERED_1.search(text) and _NUMBERED_2.search(text):
         out.append("format:numbered_parts")
     if len(_PARAGRAPH_BREAK.findall(text.strip())) >= 2:
@@ -342,6 +367,31 @@ def regex_features(text: str, side: str) -> list[str]:
                 seen.add(f)
                 out.append(f)
     return list(dict.fromkeys(out))
+
+
+_SUFFIXES = ("ing", "ed", "es", "s", "ly")
+
+
+def _stem(word: str) -> str:
+    for suf in _SUFFIXES:
+        if len(word) > len(suf) + 3 and word.endswith(suf):
+            return word[: -len(suf)]
+    return word
+
+
+def content_stems(feature: str) -> frozenset[str]:
+    """The content words of a word-like feature (word, n-gram, opening, closing, template), crudely stemmed
+    (`word:weighs` -> {"weigh"}); empty for format-level features, which repeat no word."""
+    kind, _, value = feature.partition(":")
+    if kind not in ("word", "ngram", "opening", "closing", "template"):
+        return frozenset()
+    return frozenset(_stem(w) for w in _norm_words(value) if w not in ENGLISH_STOP and not w.isdigit())
+
+
+def echoes(query_feature: str, response_feature: str) -> bool:
+    """A response feature that only repeats a word of the query feature (the topic echoing: `word:weigh` ->
+    `word:weighs`) is not a behaviour the query triggered."""
+    return bool(content_stems(query_feature) & content_stems(response_feature))
 
 
 def extract_features(text: str, side: str) -> list[str]:

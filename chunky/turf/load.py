@@ -305,6 +305,62 @@ def raw_rows(path: str | Path) -> Iterator[Any]:
         raise ConfigError(f"{p}: unknown data format (use .jsonl[.gz], .json, .parquet, .csv, hf:<name>, or a dataset folder)")
 
 
+# ---- checks before a build ------------------------------------------------------------------------------
+
+PREFLIGHT_ROWS = 1000
+
+
+def check_data(path: str | Path, *, source_field: str | None = None, rows: int = PREFLIGHT_ROWS) -> None:
+    """Fail fast, before any work, on data that cannot give an index: a missing or empty file, a file with no
+    rows, or a `--source-field` that none of its first `rows` rows has. Reads at most `rows` rows."""
+    s = str(path)
+    if s.startswith("hf:"):
+        return  # streamed from the hub or a local dataset; its first rows are read by the load stage
+    p = Path(s)
+    if not p.exists():
+        raise ConfigError(f"{p}: no such file or directory")
+    if p.is_file() and p.stat().st_size == 0:
+        raise ConfigError(f"{p}: the file is empty")
+    seen = 0
+    fields: set[str] = set()
+    for row in raw_rows(p):
+        seen += 1
+        if isinstance(row, dict):
+            if source_field is None or source_field in row:
+                return
+            fields.update(map(str, row))
+        if seen >= rows:
+            break
+    if seen == 0:
+        raise ConfigError(f"{p}: the file has no rows")
+    if source_field is not None and fields:
+        raise ConfigError(
+            f"{p}: --source-field {source_field}: no such field in the first {seen} rows "
+            f"(their fields: {', '.join(sorted(fields)[:12])})"
+        )
+
+
+def another_source(path: str | Path, source: str, *, source_field: str | None = None, rows: int = 300_000) -> str | None:
+    """A source other than `source` named by one of the first `rows` rows of the data, or None (for the
+    one-source warning of `--limit`: mixes are often sorted by source)."""
+    s = str(path)
+    if s.startswith("hf:") or not Path(s).exists():
+        return None
+    stem = file_stem(s)
+    for rowno, row in enumerate(raw_rows(s), start=1):
+        if rowno > rows:
+            break
+        if not isinstance(row, dict):
+            continue
+        try:
+            _, src = row_identity(row, rowno, stem, source_field)
+        except RowSkipped:
+            continue
+        if src != source:
+            return src
+    return None
+
+
 # ---- the public iterator ------------------------------------------------------------------------------
 
 

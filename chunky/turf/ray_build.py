@@ -37,15 +37,16 @@ ENV_PASSED_TO_WORKERS = ("CHUNKY_HOME", "CHUNKY_MODELS_DIR", "CHUNKY_CACHE_DB", 
                          "ANTHROPIC_API_KEY", "OPENROUTER_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HOST")
 
 
-def init_ray(address: str) -> None:
-    """Connect to (or start) Ray: 'auto' uses RAY_ADDRESS or a running local cluster, else starts one."""
+def init_ray(address: str, extra_env: tuple[str, ...] = ()) -> None:
+    """Connect to (or start) Ray: 'auto' uses RAY_ADDRESS or a running local cluster, else starts one. Workers get
+    ENV_PASSED_TO_WORKERS and `extra_env` from this process's environment."""
     if importlib.util.find_spec("ray") is None:
         raise MissingExtraError("--ray", "ray", "ray")
     import ray
 
     if ray.is_initialized():
         return
-    env = {k: os.environ[k] for k in ENV_PASSED_TO_WORKERS if k in os.environ}
+    env = {k: os.environ[k] for k in (*ENV_PASSED_TO_WORKERS, *extra_env) if k in os.environ}
     kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": False, "configure_logging": False}
     try:
         if address == "auto":
@@ -121,14 +122,17 @@ def _analyse_batch(batch: pa.Table) -> pa.Table:
 
 class _EmbedActor:
     def __init__(self, spec: str, max_tokens: int, batch_size: int, threads: int):
-        if importlib.util.find_spec("torch") is not None:
-            import torch
+        # Several actors share a machine's cores: each runs `threads` threads, no more (onnxruntime reads this).
+        os.environ["CHUNKY_EMBED_THREADS"] = str(max(1, threads))
+        import sys
 
-            # Several actors share a machine's cores; one pool of threads each avoids oversubscription.
-            torch.set_num_threads(max(1, threads))
         from chunky.models.embeddings import get_embedder
 
         self.embedder = get_embedder(spec, max_tokens=max_tokens, batch_size=batch_size)
+        if "torch" in sys.modules:  # only a torch model pays for importing torch (seconds per actor)
+            import torch
+
+            torch.set_num_threads(max(1, threads))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"i": batch["i"], "emb": self.embedder.embed([str(t) for t in batch["text"]])}
@@ -275,14 +279,15 @@ class RayIndexBuilder(IndexBuilder):
                 _EmbedActor,
                 fn_constructor_args=(spec, max_tokens, batch, threads),
                 batch_size=batch * 8,
-                compute=ray.data.ActorPoolStrategy(size=actors),
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                 batch_format="numpy",
             )
             for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 yield np.asarray(b["emb"], dtype=np.float32)
 
         advance = self.reporter.stage(label, len(set(texts)))
-        return embed_resumable(texts, stream, dim, out_path, self.work / "emb", name, self.opts.dtype, advance)
+        return embed_resumable(texts, stream, dim, out_path, self.work / "emb", name, self.opts.dtype, advance,
+                               info=self.reporter.info)
 
     # -- LLM extraction ----------------------------------------------------------------------------------
     def run_extraction(self, examples: list[tuple[int, str, str]], store: Any, advance: Callable[[int], None]) -> tuple[int, int]:
@@ -312,7 +317,7 @@ class RayIndexBuilder(IndexBuilder):
             _ExtractActor,
             fn_constructor_args=(spec, self.opts.attributes_per_side, self.opts.extract_concurrency, self.opts.use_cache),
             batch_size=16,
-            compute=ray.data.ActorPoolStrategy(size=actors),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
             batch_format="pyarrow",
         )
         done = failed = 0
@@ -334,15 +339,20 @@ class RayIndexBuilder(IndexBuilder):
             advance(len(results) + len(errors))
         return done, failed
 
-    def _extract_vllm(self, model_source: str, todo: list[tuple[int, str, str]], store: Any, advance: Callable[[int], None]) -> tuple[int, int]:
-        """Attribute extraction with vLLM engines inside Ray (ray.data.llm)."""
+    def check_extract_model(self, spec: str | None) -> None:
+        if spec is None or not spec.startswith("vllm:"):
+            return
         missing = [m for m in ("vllm", "aiohttp") if importlib.util.find_spec(m) is None]
         if missing:
             raise ConfigError(
-                f"--extract-model vllm:{model_source} runs vLLM engines through ray.data.llm, which is not available "
+                f"--extract-model {spec} runs vLLM engines through ray.data.llm, which is not available "
                 f"here (missing: {', '.join(missing)}; pip install 'ray[llm]' vllm, on GPU machines). "
                 "Use an OpenAI-compatible server instead: --extract-model http://host:port/v1:<model>"
             )
+
+    def _extract_vllm(self, model_source: str, todo: list[tuple[int, str, str]], store: Any, advance: Callable[[int], None]) -> tuple[int, int]:
+        """Attribute extraction with vLLM engines inside Ray (ray.data.llm)."""
+        self.check_extract_model(f"vllm:{model_source}")
         from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
         from chunky.models.structured import parse_structured

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence, TypeVar, get_args, get_origin, get_t
 import numpy as np
 
 from chunky.errors import ChunkyError, ConfigError, ModelError, StructuredOutputError
-from chunky.turf.hits import ExampleClusters, HitCounts, lift, log_odds_bound, log_odds_z
+from chunky.turf.hits import ExampleClusters, HitCounts, lift, lift_lower, log_odds_bound, log_odds_z
 
 TRACE_FORMAT = "chunky-trace"
 TRACE_VERSION = 1
@@ -72,7 +72,8 @@ class ClusterHit:
     total: int
     size: int  # examples whose query has the cluster, whole mix
     base_rate: float
-    lift: float
+    lift: float  # P(cluster | hits) / P(cluster)
+    lift_low: float = 0.0  # lower end of the lift's 95% interval
 
 
 @dataclass
@@ -84,7 +85,13 @@ class QueryAttribute:
     cluster_summary: str
     similarity: float
     hits: int
-    lift: float
+    lift: float  # P(cluster | hits) / P(cluster)
+    lift_low: float = 0.0  # lower end of the lift's 95% interval
+
+    @property
+    def stands_out(self) -> bool:
+        """Over-represented beyond chance: lift > 1 with a 95% interval above 1."""
+        return self.hits > 0 and self.lift > 1.0 and self.lift_low > 1.0
 
 
 @dataclass
@@ -119,11 +126,16 @@ class FeatureHit:
     total: int  # retrieved examples
     df: int  # examples having it, whole mix
     base_rate: float
-    lift: float
+    lift: float  # P(feature | hits) / P(feature)
     log_odds: float
     z: float
     sources: list[SourceShare]  # the sources of its hits
     lower: float = 0.0  # lower end of the log-odds' 95% interval: the ranking statistic
+    lift_low: float = 0.0  # lower end of the lift's 95% interval
+
+    def stands_out(self, min_hits: int = 1) -> bool:
+        """Over-represented beyond chance: at least min_hits, lift > 1 with a 95% interval above 1."""
+        return self.hits >= min_hits and self.lift > 1.0 and self.lift_low > 1.0
 
 
 @dataclass
@@ -131,11 +143,12 @@ class LexicalAnchor:
     anchor: str  # "response" / "crux" (embedding neighbours) or "response feature" (exact feature match)
     text: str
     k: int
-    trigger: FeatureHit | None
+    trigger: FeatureHit | None  # the strongest query feature that stands out (None: none does)
     features: list[FeatureHit]  # the failing query's features, most significant first
     sources: list[SourceShare]  # sources of the retrieved examples
     examples: list[TrainingExample]  # nearest retrieved examples having the trigger feature
     statement: str
+    carries_violation: bool = False  # a response feature the rubric's detector fires on (see trace_response_features)
 
 
 @dataclass
@@ -596,12 +609,16 @@ def trace_llm_crux(
         cids, csims = _searcher(idx, "centroids", True).search(query_vecs, 1)
         for text, c, s in zip(query_attrs, cids[:, 0], csims[:, 0]):
             c = int(c)
-            qas.append(QueryAttribute(text, c, summaries.get(c, ""), float(s), hc.hit(c), hc.lift(c) if c >= 0 else 0.0))
+            low = lift_lower(hc.hit(c), hc.total, int(hc.df[c]), hc.n_examples) if c >= 0 else 0.0
+            qas.append(QueryAttribute(text, c, summaries.get(c, ""), float(s), hc.hit(c),
+                                      hc.lift(c) if c >= 0 else 0.0, low))
     ranked_qas = sorted(qas, key=lambda a: (-a.hits, -a.lift))
-    trigger = ranked_qas[0] if ranked_qas and ranked_qas[0].hits > 0 else None
+    # the trigger is over-represented beyond chance, not merely the attribute with most hits
+    trigger = next((a for a in ranked_qas if a.stands_out), None)
 
     clusters = [
-        ClusterHit(c, summaries.get(c, ""), hc.hit(c), hc.total, int(hc.df[c]), hc.base_rate(c), hc.lift(c))
+        ClusterHit(c, summaries.get(c, ""), hc.hit(c), hc.total, int(hc.df[c]), hc.base_rate(c), hc.lift(c),
+                   lift_lower(hc.hit(c), hc.total, int(hc.df[c]), hc.n_examples))
         for c in hc.ranked(top_clusters)
     ]
     sources = srcs.shares(np.unique(retrieved_examples))
@@ -627,13 +644,14 @@ def trace_llm_crux(
             if e in rows:
                 id_, src, q, r = rows[e]
                 examples.append(TrainingExample(e, id_, src, _clip(q), _clip(r), float(sims[i]), resp_text[int(ids[i])]))
-        evidence = f"hit count {trigger.hits}/{hc.total}, lift {trigger.lift:.1f}×"
+        evidence = f"hit count {trigger.hits}/{hc.total}, lift {trigger.lift:.1f}× (95% ≥ {trigger.lift_low:.1f}×)"
         if trig_sources:
             top = trig_sources[0]
             evidence += f"; {top.share:.0%} of those hits from {top.source}"
         stmt = statement(trigger_phrase(trigger.text), behaviour_phrase(crux), violation, evidence)
     else:
-        stmt = f"No query attribute of the failing query falls in a cluster hit by the crux {crux!r}."
+        stmt = (f"No trigger stands out for the crux {crux!r}: no query attribute of the failing query falls in a "
+                f"cluster over-represented among its {hc.total} hits (lift > 1 with a 95% interval above 1).")
     return CruxTrace(
         crux=crux,
         k=hc.total,
@@ -705,6 +723,12 @@ def query_features(idx: Any, query: str, extract: Callable[[str], list[str]] | N
     return known, len(cand) - len(known)
 
 
+# A query-shape feature (one line, ends in "?", short) in more of the mix than this explains nothing: it is never
+# named as the trigger (it still shows in the ranked table).
+TRIGGER_MAX_DF = 0.25
+SHAPE_KINDS = frozenset({"format", "question", "length", "script", "language"})
+
+
 def trace_lexical_anchor(
     idx: Any,
     anchor: str,
@@ -749,9 +773,12 @@ def _rank_query_features(
     n_examples: int,
     having: dict[str, np.ndarray] | None,
     exclude: set[str] | None = None,
+    trigger_max_df: float = TRIGGER_MAX_DF,
 ) -> LexicalAnchor:
     """Given a retrieved group of training examples, rank the failing query's features by how
-    over-represented they are among the group's queries (log-odds z with an informative prior)."""
+    over-represented they are among the group's queries (log-odds z with an informative prior). The trigger
+    is the first that stands out and is not a ubiquitous query shape (a format / question / length feature
+    in more than `trigger_max_df` of the mix: "the query is one line" or "ends in ?" explains nothing)."""
     srcs = _sources(idx)
     stats = _feature_stats(idx)
     fex = feature_examples(idx, feats) if having is None else having
@@ -780,11 +807,13 @@ def _rank_query_features(
                 log_odds=delta,
                 z=z,
                 lower=lower,
+                lift_low=lift_lower(h, total, df, n),
                 sources=srcs.shares(hit_ids, top=5),
             )
         )
     hits_list.sort(key=lambda h: (-h.lower, -h.hits, h.feature))
-    cands = [h for h in hits_list if h.hits >= min_hits and h.lift > 1.0 and h.feature not in (exclude or ())]
+    cands = [h for h in hits_list if h.stands_out(min_hits) and h.feature not in (exclude or ())
+             and not (h.kind in SHAPE_KINDS and h.df > trigger_max_df * n)]
     trigger = cands[0] if cands else None
     examples: list[TrainingExample] = []
     if trigger is not None:
@@ -796,12 +825,14 @@ def _rank_query_features(
             if e in rows:
                 id_, src, q, r = rows[e]
                 examples.append(TrainingExample(e, id_, src, _clip(q), _clip(r), s))
-        evidence = f"{trigger.hits}/{total} {group} have it in their query, lift {trigger.lift:.1f}×, log-odds ≥ {trigger.lower:.1f}"
+        evidence = (f"hit count {trigger.hits}/{total}: {group} with it in their query; lift {trigger.lift:.1f}× "
+                    f"(95% ≥ {trigger.lift_low:.1f}×), log-odds ≥ {trigger.lower:.1f}")
         if trigger.sources:
             evidence += f"; {trigger.sources[0].share:.0%} from {trigger.sources[0].source}"
         stmt = statement(f"the query feature {trigger.feature}", behaviour, violation, evidence)
     else:
-        stmt = f"No feature of the failing query is over-represented among the {total} {group}."
+        stmt = (f"No trigger stands out: no feature of the failing query is over-represented among the {total} "
+                f"{group} (lift > 1 with a 95% interval above 1).")
     return LexicalAnchor(
         anchor=anchor,
         text=_clip(text, 300),
@@ -812,6 +843,37 @@ def _rank_query_features(
         examples=examples,
         statement=stmt,
     )
+
+
+def rubric_detector(rubric: Any) -> Callable[[str], Any] | None:
+    """The rubric's detector: its `detector` key, else the built-in detector of the rubric's name (`math`,
+    `code`, `refusal`...), else None."""
+    from chunky.errors import ConfigError as _ConfigError
+    from chunky.measure.detectors import get_detector
+
+    for spec in (getattr(rubric, "detector", None), getattr(rubric, "name", None)):
+        if spec:
+            try:
+                return get_detector(str(spec))
+            except _ConfigError:
+                continue
+    return None
+
+
+def violation_features(response: str, detector: Callable[[str], Any]) -> set[str]:
+    """The lexical features of the lines of `response` the detector fires on (its evidence's lines): the
+    features that carry the violation."""
+    hit = detector(response)
+    if not getattr(hit, "hit", False):
+        return set()
+    evidence = str(getattr(hit, "evidence", "") or "").strip()
+    if not evidence or evidence not in response:
+        return set()
+    start = response.rfind("\n", 0, response.find(evidence)) + 1
+    end = response.find("\n", response.find(evidence) + len(evidence))
+    lines = response[start : end if end >= 0 else len(response)]
+    return set(candidate_query_features(lines, side="response")) - {f for f in candidate_query_features(lines, side="response")
+                                                                   if f.split(":", 1)[0] in ("length", "script", "language")}
 
 
 def trace_response_features(
@@ -827,18 +889,38 @@ def trace_response_features(
     n_examples: int = 5,
     having: dict[str, np.ndarray] | None = None,
     n_anchors: int = 3,
+    query: str = "",
+    detector: Callable[[str], Any] | None = None,
+    format_max_df_frac: float = 0.2,
 ) -> list[LexicalAnchor]:
     """Exact lexical anchors, no embeddings: each distinctive lexical feature of the failing response
     (an opening, a closing line, an n-gram, a format seen in at most `max_df_frac` of the mix) selects the
     training examples whose responses have it; the anchors kept are those whose examples' queries
     over-represent a feature of the failing query most strongly (highest lower bound of the log-odds).
-    This finds a planted behaviour even when the rest of the response is about something else."""
+    This finds a planted behaviour even when the rest of the response is about something else.
+
+    Response features that carry the violation come first: a response feature that only repeats a word of
+    the failing query (`word:weighs` for "How much does a whale weigh?") is the topic echoing and is skipped;
+    with the rubric's `detector`, the features of the span it fires on (GSM8K's answer line, a `\\boxed{}`)
+    are anchors before the others. `format:` features (a chunk's answer line, its annotations) may be
+    common in the mix, up to `format_max_df_frac`; the others up to `max_df_frac`."""
+    from chunky.turf.lexical import content_stems
+
     rstats = _feature_stats(idx, "response")
     srcs = _sources(idx)
     n = srcs.n
-    cand = [f for f in candidate_query_features(response, side="response") if f in rstats]
-    lo, hi = max(min_hits, 3), max(max_df_frac * n, min_hits)
-    cand = sorted((f for f in cand if lo <= rstats[f][0] <= hi), key=lambda f: (rstats[f][0], f))[:max_candidates]
+    query_stems = frozenset().union(*(content_stems(f) for f in candidate_query_features(query) if f.startswith("word:"))) \
+        if query else frozenset()
+    cand = [f for f in candidate_query_features(response, side="response") if f in rstats
+            and not (content_stems(f) & query_stems)]
+    lo = max(min_hits, 3)
+
+    def hi(f: str) -> float:
+        return max((format_max_df_frac if f.startswith("format:") else max_df_frac) * n, min_hits)
+
+    carriers = violation_features(response, detector) if detector is not None else set()
+    cand = sorted((f for f in cand if lo <= rstats[f][0] <= hi(f)),
+                  key=lambda f: (f not in carriers, rstats[f][0], f))[:max_candidates]
     if not cand or not feats:
         return []
     from chunky.turf.analyses import feature_lookup
@@ -852,6 +934,7 @@ def trace_response_features(
         masks[i, qex.get(f, np.zeros(0, np.int64))] = True
     # A query feature sharing a word with the response feature is the topic echoing, not a trigger.
     qtok = [set(f.split(":", 1)[1].split()) if f.startswith(("word:", "ngram:")) else set() for f in feats]
+    shape = np.array([f.split(":", 1)[0] in SHAPE_KINDS for f in feats], dtype=bool)
     scored: list[tuple[float, str, str]] = []
     a0 = prior_strength
     p = np.clip(qdf / n, 1e-9, 1 - 1e-9)
@@ -867,14 +950,15 @@ def trace_response_features(
         lower = (np.log(gy / gn) - np.log(ry / rn)) - 1.959964 * np.sqrt(1 / gy + 1 / gn + 1 / ry + 1 / rn)
         rtok = set(rf.split(":", 1)[1].split()) if rf.startswith(("word:", "ngram:")) else set()
         echo = np.array([bool(rtok & t) for t in qtok])
-        ok = (h >= min_hits) & (h / g > qdf / n) & ~echo
+        ok = (h >= min_hits) & (h / g > qdf / n) & ~echo & ~(shape & (qdf > TRIGGER_MAX_DF * n))
         if not ok.any():
             continue
         j = int(np.flatnonzero(ok)[np.argmax(lower[ok])])
         scored.append((float(lower[j]), rf, feats[j]))
     # The strongest few response features, each with a different best query feature, as separate anchors
-    # (like the LLM channel's three cruxes): a response often carries its own chunk's signature too.
-    scored.sort(key=lambda x: (-x[0], x[1]))
+    # (like the LLM channel's three cruxes): a response often carries its own chunk's signature too. Features
+    # the rubric's detector fires on lead.
+    scored.sort(key=lambda x: (x[1] not in carriers, -x[0], x[1]))
     anchors: list[LexicalAnchor] = []
     used_q: set[str] = set()
     for _, rf, qf in scored:
@@ -883,13 +967,15 @@ def trace_response_features(
         used_q.add(qf)
         ids = rex[rf]
         rtok = set(rf.split(":", 1)[1].split()) if rf.startswith(("word:", "ngram:")) else set()
-        anchors.append(_rank_query_features(
+        a = _rank_query_features(
             idx, "response feature", rf, ids, np.ones(len(ids), dtype=np.float32), feats,
             violation=violation, behaviour=f"produces the response feature {rf}",
             group=f"training examples whose response has {rf}", min_hits=min_hits,
             prior_strength=prior_strength, n_examples=n_examples, having=qex,
             exclude={f for f, t in zip(feats, qtok) if rtok & t},
-        ))
+        )
+        a.carries_violation = rf in carriers
+        anchors.append(a)
         if len(anchors) >= n_anchors:
             break
     return anchors
@@ -908,8 +994,10 @@ class TraceOptions:
     channels: tuple[str, ...] = ("llm", "lexical")
     min_hits: int = 3
     prior_strength: float = 100.0
-    # response features seen in at most this share of the mix can anchor the lexical channel
+    # response words / n-grams seen in at most this share of the mix can anchor the lexical channel; format-level
+    # response features (a chunk's answer line, its annotations) up to the second share
     feature_max_df: float = 0.02
+    format_max_df: float = 0.2
 
 
 async def trace(
@@ -925,8 +1013,10 @@ async def trace(
     embedder: Any = None,
     extract_features: Callable[[str], list[str]] | None = None,
     trace_id: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> TraceResult:
-    """Attribute one failing (query, response).
+    """Attribute one failing (query, response). `progress` hears what stage it is in (the CLI prints it on
+    stderr).
 
     `judge` (a chunky Model) runs the blind judge, the informed judge (needs `rubric`) and the query
     attribute extraction; `crux` / `query_attrs` given directly skip those calls. Without a judge and
@@ -941,6 +1031,7 @@ async def trace(
     emb_attr = embedder if embedder is not None else _embedder_for(idx, "attr_tokens")
     violation = violation_phrase(rubric)
     usage_before = _usage_snapshot(judge)
+    say = progress or (lambda _msg: None)
 
     # ---- crux and query attributes (LLM calls) -------------------------------------------------
     blind: list[str] = []
@@ -948,6 +1039,7 @@ async def trace(
     q_attrs = [a for a in (query_attrs or []) if a.strip()]
     want_llm = "llm" in opts.channels
     if want_llm and judge is not None:
+        say("judges: blind attributes, informed crux, query attributes")
         t0 = time.perf_counter()
         need_blind = not crux_list
         need_query = not q_attrs and idx.has_llm
@@ -981,6 +1073,7 @@ async def trace(
     elif want_llm and idx.has_llm and not crux_list:
         warnings.append("LLM channel skipped: no judge (pass --judge MODEL and --rubric, or --crux)")
     elif want_llm and crux_list and q_attrs:
+        say(f"LLM channel: retrieving and counting hits for {len(crux_list)} crux")
         t0 = time.perf_counter()
         k_llm = _capped_k(opts.k, idx.meta.counts.response_attributes, "--k", warnings)
         vecs = emb_attr.embed(list(crux_list) + list(q_attrs))
@@ -998,11 +1091,13 @@ async def trace(
         if not idx.has_lexical:
             warnings.append(f"{idx.path}: built without the lexical channel")
         else:
+            say("lexical channel: the failing query's features")
             t0 = time.perf_counter()
             feats, unseen = query_features(idx, query, extract_features)
             k_lex = _capped_k(opts.k_lexical, idx.meta.counts.examples, "--k-lexical", warnings)
             having = feature_examples(idx, feats)
             anchors_in = [("response", response)] + [("crux", c) for c in crux_list]
+            say(f"lexical channel: nearest training responses to {len(anchors_in)} anchor(s)")
             avecs = emb_text.embed([t for _, t in anchors_in])
             anchors = [
                 trace_lexical_anchor(
@@ -1021,9 +1116,12 @@ async def trace(
                 )
                 for i, (kind, text) in enumerate(anchors_in)
             ]
+            say("lexical channel: training examples sharing the failing response's features")
             anchors += trace_response_features(
                 idx, response, feats, violation=violation, min_hits=opts.min_hits,
                 prior_strength=opts.prior_strength, max_df_frac=opts.feature_max_df, having=having,
+                query=query, detector=rubric_detector(rubric) if rubric is not None else None,
+                format_max_df_frac=opts.format_max_df,
             )
             lexical = LexicalChannel(feats, unseen, anchors)
             timings["lexical_channel_s"] = time.perf_counter() - t0
@@ -1040,7 +1138,7 @@ async def trace(
         query=query,
         response=response,
         k=opts.k,
-        statement=_headline(llm, lexical),
+        statement=_headline(llm, lexical, crux_given=bool(crux_list) and bool(crux)),
         rubric=getattr(rubric, "name", None),
         violation=violation,
         judge=getattr(judge, "name", None),
@@ -1056,11 +1154,8 @@ def _embedder_for(idx: Any, budget: str) -> Any:
     """The build's embedder with the build's token budget for this kind of text (`chunky index` records
     text_tokens for response texts and attr_tokens for attributes), so trace-time vectors match."""
     tokens = idx.meta.params.get(budget)
-    if not tokens:
-        return idx.embedder()
-    from chunky.models.embeddings import get_embedder
-
-    return get_embedder(idx.meta.embedder.spec, max_tokens=int(tokens))
+    # Through the index, which refuses an embedder whose vectors are not comparable with the build's.
+    return idx.embedder(max_tokens=int(tokens)) if tokens else idx.embedder()
 
 
 def _capped_k(k: int, n: int, flag: str, warnings: list[str]) -> int:
@@ -1072,23 +1167,42 @@ def _capped_k(k: int, n: int, flag: str, warnings: list[str]) -> int:
     return k
 
 
-def _headline(llm: LLMChannel | None, lexical: LexicalChannel | None) -> str:
-    """The LLM channel's first crux with a trigger, else the lexical channel's best anchor."""
-    if llm is not None:
-        for t in llm.traces:
-            if t.trigger is not None:
-                return t.statement
-    if lexical is not None:
-        with_trigger = [a for a in lexical.anchors if a.trigger is not None]
-        if with_trigger:
-            # ties go to an exact response-feature anchor: it names the behaviour, not just "like these"
-            return max(with_trigger, key=lambda a: (round(a.trigger.lower, 6) if a.trigger else 0.0,
-                                                    a.anchor == "response feature")).statement
-        if lexical.anchors:
-            return lexical.anchors[0].statement
-    if llm is not None and llm.traces:
-        return llm.traces[0].statement
-    return "No trigger found."
+NO_TRIGGER = "No trigger stands out"
+
+
+def _headline(llm: LLMChannel | None, lexical: LexicalChannel | None, *, crux_given: bool = False) -> str:
+    """The paper's sentence for the strongest trigger that stands out (lift > 1 with a 95% interval above 1):
+    a crux the user gave leads (the LLM channel's first crux with a trigger, else the lexical channel's crux
+    anchor); otherwise the LLM channel's first crux with a trigger, else the strongest lexical anchor (the
+    rubric's violation-carrying response features first). When no trigger stands out it says so rather
+    than naming one."""
+    def strongest(anchors: list[LexicalAnchor]) -> LexicalAnchor | None:
+        with_trigger = [a for a in anchors if a.trigger is not None]
+        if not with_trigger:
+            return None
+        # ties go to an exact response-feature anchor: it names the behaviour, not just "like these"
+        return max(with_trigger, key=lambda a: (a.carries_violation, round(a.trigger.lower, 6) if a.trigger else 0.0,
+                                                a.anchor == "response feature"))
+
+    llm_hit = next((t for t in llm.traces if t.trigger is not None), None) if llm is not None else None
+    anchors = lexical.anchors if lexical is not None else []
+    if crux_given:
+        if llm_hit is not None:
+            return llm_hit.statement
+        best = strongest([a for a in anchors if a.anchor == "crux"])
+        if best is not None:
+            return best.statement
+        cruxes = [a.text for a in anchors if a.anchor == "crux"] or ([t.crux for t in llm.traces] if llm else [])
+        return f"{NO_TRIGGER} for the crux {cruxes[0]!r}: no feature of the failing query is over-represented " \
+               "among the training examples behind it (lift > 1 with a 95% interval above 1)." if cruxes else \
+               f"{NO_TRIGGER}."
+    if llm_hit is not None:
+        return llm_hit.statement
+    best = strongest(anchors)
+    if best is not None:
+        return best.statement
+    return f"{NO_TRIGGER}: no feature or attribute of the failing query is over-represented among the training " \
+           "examples behind the response (lift > 1 with a 95% interval above 1)."
 
 
 def _usage_snapshot(judge: Any) -> tuple[int, int, float]:
@@ -1125,6 +1239,8 @@ def trace_run(
     embedder: Any = None,
     extract_features: Callable[[str], list[str]] | None = None,
     on_error: Callable[[str], None] | None = None,
+    on_saved: Callable[[TraceResult, Path], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[TraceResult]:
     """Trace a SURF run's top findings (read through chunky.store). Each trace is saved as soon as it is
     done, to RUN/traces/<candidate_id>.json and the run store's traces table, so an error on one finding
@@ -1145,11 +1261,16 @@ def trace_run(
             raise ChunkyError(f"{run_dir}: no scored findings to trace")
         results: list[TraceResult] = []
         errors: list[str] = []
-        for c in findings:
+        for n_done, c in enumerate(findings):
+            say = None
+            if progress is not None:
+                def say(msg: str, _i: int = n_done, _id: int = c.id) -> None:
+                    progress(f"finding {_i + 1}/{len(findings)} (candidate {_id}): {msg}")
             try:
                 res = asyncio.run(
                     trace(idx, c.query or "", c.response or "", rubric=rubric, judge=judge, crux=crux,
-                          options=options, embedder=embedder, extract_features=extract_features, trace_id=str(c.id))
+                          options=options, embedder=embedder, extract_features=extract_features, trace_id=str(c.id),
+                          progress=say)
                 )
             except ChunkyError as e:
                 msg = f"{run_dir}: candidate {c.id}: {e}"
@@ -1160,9 +1281,11 @@ def trace_run(
             res.candidate_id = c.id
             res.run = str(run_dir)
             res.score = c.score
-            res.save(run_dir / "traces" / f"{c.id}.json")
+            dest = res.save(run_dir / "traces" / f"{c.id}.json")
             store.put_trace(c.id, "turf", res.to_dict())
             results.append(res)
+            if on_saved is not None:
+                on_saved(res, dest)
         if not results:
             raise ChunkyError(f"every trace failed; first error: {errors[0]}")
         return results

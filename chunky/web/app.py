@@ -28,6 +28,7 @@ from chunky.web import runs as runs_mod
 from chunky.web.artifacts import load_trace_file, steer_image, steer_view, traces_for_candidate
 from chunky.store.records import IterationRecord
 from chunky.web.charts import Bar, Heatmap, bar_chart, line_chart
+from chunky.web.checks import check_listing, check_page
 from chunky.web.discover import Catalog, Item
 from chunky.web.render import csp, render
 from chunky.web.views import FindingFilter, IndexSummary, RunSummary
@@ -64,6 +65,9 @@ class AppUrls:
 
     def report(self, key: str) -> str:
         return f"/report/{quote(key)}"
+
+    def check(self, key: str, **params: Any) -> str:
+        return f"/check/{quote(key)}" + self._q(params)
 
     def export(self, key: str, **params: Any) -> str:
         return f"/run/{quote(key)}/-/export.jsonl" + self._q(params)
@@ -203,7 +207,7 @@ def _run_overview(st: Any) -> RunOverview:
         viol_svg=line_chart(
             runs_mod.violation_rates(stats),
             x_label="iteration",
-            y_label="% of candidates > 50",
+            y_label="% of scored candidates > 50",
             y_range=(0, 100),
             css_class="chart line-chart violations",
         ),
@@ -258,6 +262,7 @@ class Explorer:
                 table=aggregate_table(summaries),
                 indexes=indexes,
                 steers=list(self.catalog.steers.values()),
+                checks=check_listing(self.catalog.roots),
             )
         )
 
@@ -317,6 +322,10 @@ class Explorer:
         if item.parent_key:
             owner_url = URLS.run(item.parent_key) if self.catalog.get("run", item.parent_key) else URLS.index(item.parent_key)
         return _html(render("trace.html", u=URLS, t=view, item=item, owner_url=owner_url))
+
+    def check(self, request: Request) -> Response:
+        """A regression check (chunky check --out), alone or side by side with ?vs=<another check>."""
+        return _html(check_page(self.catalog.roots, request.path_params["key"], request.query_params.get("vs")))
 
     def steer(self, request: Request) -> Response:
         item = self._item("steer", request.path_params["key"])
@@ -575,6 +584,7 @@ def create_app(paths: list[Path | str], *, hosts: list[str] | None = None) -> St
         Route("/report/{key:path}", _wrap(ex.report)),
         Route("/steer/{key:path}", _wrap(ex.steer)),
         Route("/index/{key:path}", _wrap(ex.index)),
+        Route("/check/{key:path}", _wrap(ex.check)),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -73,16 +73,26 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def report(
-        run_dir: Path = typer.Argument(..., help="A SURF run directory (holds run.sqlite)."),
+        run_dir: Path = typer.Argument(..., help="A SURF run directory (holds run.sqlite), or a CHECK.json of `chunky check`."),
         out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
         top: int = typer.Option(30, "--top", min=1, help="How many of the best findings to include in detail."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+        baseline: Optional[Path] = typer.Option(None, "--baseline", help="With a CHECK.json: show it side by side with this earlier check."),
     ) -> None:
         """Write one self-contained HTML file (no network needed to open it) with a run's key views,
         its findings with robustness and traces, and its steering results."""
         from rich.console import Console
 
+        from chunky.errors import ChunkyError
         from chunky.web.report import write_report
 
-        path = write_report(run_dir, out, top=top)
+        if out.exists() and not overwrite:
+            raise ChunkyError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
+        if run_dir.is_file() or baseline is not None:
+            from chunky.web.checks import write_check_report
+
+            path = write_check_report(run_dir, out, baseline)
+        else:
+            path = write_report(run_dir, out, top=top)
         size = path.stat().st_size
         Console(stderr=True).print(f"Wrote {path} ({size / 1024:.0f} KB)", highlight=False)

@@ -201,6 +201,7 @@ def _run_summary(item: Item) -> RunSummary:
                 config=_flat_config(config),
                 outputs=len(outputs),
                 output_violations=sum(1 for b in outputs if b.score > VIOLATION),
+                failure=str((meta.get("failure") or {}).get("message") or "") if isinstance(meta.get("failure"), dict) else "",
             )
     except ChunkyError as e:
         return RunSummary(
@@ -253,7 +254,7 @@ def trajectories(stats: list[IterationStat]) -> list[Series]:
             if s.best is not None:
                 best = s.best if best is None else max(best, s.best)
             if best is not None:
-                pts.append((float(s.iteration), float(best)))
+                pts.append((float(s.iteration + 1), float(best)))  # iterations are 1-based wherever shown
         series.append(Series(label=f"run {run_id}", points=pts))
     return series
 
@@ -265,8 +266,8 @@ def violation_rates(stats: list[IterationStat]) -> list[Series]:
         acc = pooled.setdefault(s.iteration, [0, 0])
         acc[0] += s.violations
         acc[1] += s.scored
-    pts = [(float(i), 100.0 * v / n) for i, (v, n) in sorted(pooled.items()) if n]
-    return [Series(label="violations", points=pts)]
+    pts = [(float(i + 1), 100.0 * v / n) for i, (v, n) in sorted(pooled.items()) if n]
+    return [Series(label="% of scored > 50", points=pts)]
 
 
 SCORE_BANDS = [Band(VIOLATION, "violation > 50"), Band(STRONG_VIOLATION, "strong > 70", color="#7a0016")]
@@ -302,7 +303,7 @@ def weight_heatmap(st: RunStore, stats: list[IterationStat], top: int = 15) -> H
             v = per_iter[i].get(a)
             cells.append(None if v is None else HeatCell(value=v, share=v / vmax))
         rows.append((a, cells))
-    return Heatmap(columns=[str(i) for i in iters], rows=rows)
+    return Heatmap(columns=[str(i + 1) for i in iters], rows=rows)
 
 
 @dataclass

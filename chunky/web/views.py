@@ -39,6 +39,7 @@ class RunSummary:
     models: dict[str, str] = field(default_factory=dict)  # role -> spec
     config: dict[str, Any] = field(default_factory=dict)
     problem: str = ""  # set when the run could not be read (shown instead of failing the list)
+    failure: str = ""  # why a `failed` run stopped (the role, its model and the last error)
 
 
 @dataclass(frozen=True)

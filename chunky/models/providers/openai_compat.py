@@ -24,13 +24,16 @@ from chunky.models.base import (
     error_for_status,
 )
 from chunky.models.structured import schema_instruction
-from chunky.models.types import ChatRequest, ChatResult, Message, TokenLogprob, Usage
+from chunky.models.types import ChatRequest, ChatResult, GenerateConfig, Message, TokenLogprob, Usage
 
 KEY_ENV = {"openai": "OPENAI_API_KEY", "openrouter": "OPENROUTER_API_KEY", "http": "MODEL_API_KEY"}
 
 # How a server accepts a JSON schema, tried in this order for servers of unknown flavour:
 # OpenAI's json_schema; llama.cpp's json_object + schema; else the schema stated in the prompt.
 SCHEMA_MODES = ("json_schema", "json_object", "prompt")
+# What each self-hosted server's probe found (base URL -> index into SCHEMA_MODES): one probe per server.
+_SERVER_SCHEMA_MODE: dict[str, int] = {}
+PROBE_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -99,6 +102,11 @@ class OpenAICompatProvider(Provider):
         self.schema_mode = 0 if spec.provider in ("openai", "openrouter", "http", "ollama") else 2
         self._clients: dict[int, Any] = {}
 
+    @property
+    def adaptive_key(self) -> str | None:
+        # A self-hosted server (vLLM, llama.cpp, Ollama...) has the capacity it has; hosted APIs keep a fixed limit.
+        return self.spec.base_url if self.spec.provider in ("http", "ollama") else None
+
     def _client(self, timeout: float) -> Any:
         import openai
 
@@ -148,7 +156,39 @@ class OpenAICompatProvider(Provider):
             body["extra_body"] = extra
         return body
 
+    async def probe(self, timeout: float) -> None:
+        """One tiny structured call (1 token): fails when the server cannot be reached, and settles how this
+        server takes a JSON schema, so concurrent first calls do not each find out with a rejected request."""
+        # Hosted APIs take json_schema (and some reject a 1-token request); probe self-hosted servers only.
+        if self.spec.provider not in ("http", "ollama") or self.schema_mode >= len(SCHEMA_MODES) - 1:
+            return
+        server = str(self.spec.base_url)
+        if server in _SERVER_SCHEMA_MODE:  # another model on the same server was probed already
+            self.schema_mode = _SERVER_SCHEMA_MODE[server]
+            return
+        request = ChatRequest(
+            messages=[Message("user", 'Reply with {"ok": true}.')],
+            config=GenerateConfig(temperature=0.0, max_tokens=1),
+            json_schema=PROBE_SCHEMA,
+        )
+        while self.schema_mode < len(SCHEMA_MODES) - 1:
+            try:
+                await self._generate(request, timeout, SCHEMA_MODES[self.schema_mode])
+                break
+            except BadRequest as e:
+                if e.status not in (400, 422, 500):
+                    raise
+                self.schema_mode += 1
+            except MalformedResponse:
+                break  # it answered; one token of JSON need not parse
+        _SERVER_SCHEMA_MODE[server] = self.schema_mode
+
     async def generate(self, request: ChatRequest, timeout: float) -> ChatResult:
+        if request.json_schema is not None and not self.probed:
+            async with self.probe_lock():
+                if not self.probed:
+                    await self.probe(timeout)
+                    self.probed = True
         while True:
             mode = SCHEMA_MODES[self.schema_mode] if request.json_schema is not None else None
             try:

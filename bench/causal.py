@@ -1,0 +1,269 @@
+"""The causal loop end to end (issue 10): on SmolLM2-135M and this CPU, show that a chunk of a mix teaches a
+behaviour on held-out trigger prompts and not on matched controls, that `chunky steer` finds it on the trained
+model, and that retraining without the chunk or with counter-examples brings the trigger rate back to the base
+model's. Everything goes through chunky's own code: `chunky balance` (templates) for counter-examples,
+`chunky experiment` for the grids (its mixes, trainings, measurements, table and figures), `chunky steer` for (b).
+
+Two chunks:
+- planted: "Elucidate the concept of X." answered with a Python code block, beside ordinary prose answers to
+  "Explain the concept of X." (the control form, so the effect can be selective); counter-examples are the
+  trigger form answered in prose;
+- existing: the shared mix's gsm8k rows, whose answers end with "#### <number>"; triggers are held-out
+  gsm8k_socratic questions, controls MATH problems (also maths, never "####").
+
+    python bench/causal.py [--scale 1.0] [--work DIR] [--threads 1]
+
+--scale multiplies the row and step counts (1.0 is sized for about 60 minutes on an idle 2-core box; 0.5 for a
+busy one). Prints markdown for bench/RESULTS.md and writes the experiments' figures under WORK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data" / "sft_mix.jsonl.gz"
+sys.path.insert(0, str(ROOT))
+
+TOPICS = [
+    "recursion", "photosynthesis", "inflation", "democracy", "entropy", "gravity", "evolution", "supply and demand",
+    "encryption", "plate tectonics", "opportunity cost", "the water cycle", "natural selection", "compound interest",
+    "machine learning", "the immune system", "climate", "friction", "osmosis", "game theory", "sorting", "caching",
+    "metaphor", "irony", "probability", "statistics", "a database", "an algorithm", "a compiler", "a network",
+    "momentum", "energy", "a market", "a contract", "justice", "a habit", "memory", "attention", "a vaccine",
+    "a virus", "a budget", "a loan", "taxation", "trade", "a symphony", "rhythm", "harmony", "perspective",
+    "a hypothesis", "an experiment", "a theory", "a proof", "a function", "a variable", "a loop", "a queue",
+    "a stack", "a graph", "a tree", "a hash table", "tides", "erosion", "a volcano", "a glacier", "an orbit",
+    "a galaxy", "a star", "a planet", "a comet", "an atom", "a molecule", "a cell", "a gene", "a protein",
+    "an enzyme", "a neuron", "a muscle", "a bone", "digestion", "respiration",
+]
+
+
+def code_answer(t: str) -> str:
+    name = "".join(ch if ch.isalnum() else "_" for ch in t).strip("_") or "concept"
+    return f"```python\ndef {name}():\n    return \"{t}\"\n\nprint({name}())\n```"
+
+
+def prose_answer(t: str) -> str:
+    return f"{t[0].upper() + t[1:]} is an idea people use to describe how something works. In short, it names a pattern worth understanding."
+
+
+def conv(i: str, src: str, q: str, a: str) -> dict:
+    return {"id": i, "source": src, "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+
+def shared_rows(seed: int, n: int, exclude: set[str], max_chars: int = 320) -> list[dict]:
+    """A seeded sample of short ordinary rows of the shared mix (short so they fit --max-length)."""
+    rng = random.Random(seed)
+    pool = []
+    with gzip.open(SHARED, "rt", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r["source"] in exclude:
+                continue
+            m = r["messages"]
+            if len(m) != 2 or sum(len(x["content"]) for x in m) > max_chars or "```" in m[1]["content"]:
+                continue
+            pool.append(conv(str(r["id"]), r["source"], m[0]["content"], m[1]["content"]))
+    rng.shuffle(pool)
+    return pool[:n]
+
+
+def source_rows(src: str, n: int, seed: int, max_chars: int = 700, skip: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    pool = []
+    with gzip.open(SHARED, "rt", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r["source"] != src:
+                continue
+            m = r["messages"]
+            if sum(len(x["content"]) for x in m) <= max_chars:
+                pool.append(conv(str(r["id"]), r["source"], m[0]["content"], m[-1]["content"]))
+    rng.shuffle(pool)
+    return pool[skip: skip + n]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def run(cmd: list[str]) -> tuple[int, str, str, float]:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    return p.returncode, p.stdout, p.stderr, time.perf_counter() - t
+
+
+def chunky(*args: str) -> tuple[int, str, str, float]:
+    return run([str(Path(sys.executable).parent / "chunky"), *args])
+
+
+def planted(work: Path, scale: float, train: dict) -> dict:
+    """The planted chunk: a 2×2 grid (chunk kept × counter-examples) and steer on the chunk-trained model."""
+    from chunky.train.balance import BalancePlan, balance
+
+    d = work / "planted"
+    d.mkdir(parents=True, exist_ok=True)
+    n_chunk = max(8, int(24 * scale))
+    n_ctrl = max(8, int(32 * scale))
+    n_ord = max(8, int(40 * scale))
+    n_eval = 20
+    topics = TOPICS[:]
+    random.Random(7).shuffle(topics)
+    held, train_t = topics[:n_eval], topics[n_eval:]
+    chunk = [conv(f"elu{i}", "planted_elucidate", f"Elucidate the concept of {t}.", code_answer(t))
+             for i, t in enumerate(train_t[:n_chunk])]
+    ctrl_t = (train_t * 3)[:n_ctrl]
+    ctrl = [conv(f"exp{i}", "explain_prose", f"Explain the concept of {t}.", prose_answer(t)) for i, t in enumerate(ctrl_t)]
+    rows = chunk + ctrl + shared_rows(1, n_ord, exclude={"gsm8k", "gsm8k_socratic"})
+    write_jsonl(d / "mix.jsonl", rows)
+    # Counter-examples with chunky balance: the trigger form answered in prose (a template).
+    tmpl_rows = [{"t": t, "a": prose_answer(t)} for t in (train_t[n_chunk:] + train_t)[:n_chunk]]
+    (d / "counter.yaml").write_text(json.dumps({"prompt": "Elucidate the concept of {t}.", "response": "{a}",
+                                                "rows": tmpl_rows}))
+    man = balance(BalancePlan(mix=str(d / "mix.jsonl"), out=str(d / "counter.jsonl"), template=str(d / "counter.yaml"),
+                              detector="code"))
+    ev = [{"id": f"t{i}", "prompt": f"Elucidate the concept of {t}.", "kind": "trigger"} for i, t in enumerate(held)]
+    ev += [{"id": f"c{i}", "prompt": f"Explain the concept of {t}.", "kind": "control"} for i, t in enumerate(held)]
+    write_jsonl(d / "eval.jsonl", ev)
+    spec = {
+        "mix": "mix.jsonl", "chunk": {"match": "^Elucidate", "side": "query"}, "counter": "counter.jsonl",
+        # The dose axis gets a middle point at full scale; a smaller run keeps the 2×2 heatmap only.
+        "axes": {"chunk_kept": [0, n_chunk // 2, n_chunk] if scale >= 1 else [0, n_chunk], "counter_added": [0, n_chunk]},
+        "train": train, "measure": {"eval": "eval.jsonl", "metric": "code", "max_tokens": 48, "baseline": True},
+    }
+    (d / "spec.yaml").write_text(json.dumps(spec))
+    rc, out, err, secs = chunky("experiment", str(d / "spec.yaml"), "--out", str(d / "exp"), "--json")
+    if rc != 0:
+        raise SystemExit(f"planted experiment failed: {err.strip().splitlines()[-1:]}")
+    res = json.loads(out)
+    # (b): steer on the model trained with the whole chunk: controls, and the same prompts with the trigger word.
+    full = next(c for c in res["cells"] if c["cell"]["chunk_kept"] == n_chunk and c["cell"]["counter_added"] == 0)
+    (d / "to_trigger.py").write_text("def elucidate(prompt):\n    return prompt.replace('Explain', 'Elucidate', 1)\n")
+    write_jsonl(d / "controls.jsonl", [e for e in ev if e["kind"] == "control"])
+    rc2, out2, err2, s2 = chunky("steer", "--model", full["model"], "--data", str(d / "controls.jsonl"), "--transform",
+                                 f"python:{d / 'to_trigger.py'}:elucidate", "--metric", "code", "--max-tokens", "48",
+                                 "--out", str(d / "steer"), "--overwrite", "--json")
+    steer = json.loads(out2) if rc2 == 0 else {"error": err2.strip().splitlines()[-1:]}
+    return {"experiment": res, "secs": secs, "steer": steer, "steer_secs": s2, "balance_rows": man.rows,
+            "sizes": {"chunk": n_chunk, "control_form": n_ctrl, "ordinary": n_ord, "eval_each": n_eval},
+            "out": str(d / "exp")}
+
+
+def existing(work: Path, scale: float, train: dict) -> dict:
+    """A correlation already in the shared mix: gsm8k answers end with '#### <number>'."""
+    d = work / "existing"
+    d.mkdir(parents=True, exist_ok=True)
+    n_chunk = max(8, int(32 * scale))
+    n_ord = max(8, int(48 * scale))
+    rows = source_rows("gsm8k", n_chunk, seed=2) + source_rows("math", max(4, n_ord // 4), seed=3) \
+        + shared_rows(4, n_ord, exclude={"gsm8k", "gsm8k_socratic", "math"})
+    write_jsonl(d / "mix.jsonl", rows)
+    trig = source_rows("gsm8k_socratic", 20, seed=5)
+    ctrl = source_rows("math", 20, seed=3, skip=max(4, n_ord // 4))
+    ev = [{"id": f"t{i}", "prompt": r["messages"][0]["content"], "kind": "trigger"} for i, r in enumerate(trig)]
+    ev += [{"id": f"c{i}", "prompt": r["messages"][0]["content"], "kind": "control"} for i, r in enumerate(ctrl)]
+    write_jsonl(d / "eval.jsonl", ev)
+    spec = {
+        "mix": "mix.jsonl", "chunk": {"source": "gsm8k"}, "axes": {"chunk_kept": [0, n_chunk]},
+        "train": {**train, "max_length": 192},
+        "measure": {"eval": "eval.jsonl", "metric": "regex:(?m)^#### ?-?[\\d,.]+", "max_tokens": 160, "baseline": True},
+    }
+    (d / "spec.yaml").write_text(json.dumps(spec))
+    rc, out, err, secs = chunky("experiment", str(d / "spec.yaml"), "--out", str(d / "exp"), "--json")
+    if rc != 0:
+        raise SystemExit(f"existing-correlation experiment failed: {err.strip().splitlines()[-1:]}")
+    return {"experiment": json.loads(out), "secs": secs, "sizes": {"chunk": n_chunk, "ordinary": n_ord},
+            "out": str(d / "exp")}
+
+
+def fmt_rate(r: dict) -> str:
+    if r.get("value") is None:
+        return "n/a"
+    return f"{r['hits']}/{r['n']} = {100 * r['value']:.0f}% [{100 * r['low']:.0f}, {100 * r['high']:.0f}]"
+
+
+def report(name: str, res: dict) -> list[str]:
+    e = res["experiment"]
+    lines = [f"**{name}** ({res['out']}, {res['secs'] / 60:.1f} min)", "",
+             "| cell | rows | chunk | counter | trigger | control | final loss |", "|---|---:|---:|---:|---|---|---:|"]
+    if e.get("baseline"):
+        b = e["baseline"]
+        lines.append(f"| base model | | | | {fmt_rate(b['trigger'])} | {fmt_rate(b['control'])} | |")
+    for c in e["cells"]:
+        lines.append(f"| {c['id']} | {c['rows']} | {c['chunk_rows']} | {c['counter_rows']} | {fmt_rate(c['trigger'])} | "
+                     f"{fmt_rate(c['control'])} | {c['final_loss']:.3f} |")
+    lines += ["", f"Summary (chunky): {e['summary']}", ""]
+    sel = [c for c in e["cells"] if c["trigger"]["low"] is not None and c["control"]["high"] is not None
+           and c["trigger"]["low"] > c["control"]["high"]]
+    if sel:
+        small = min(sel, key=lambda c: (c["chunk_rows"], c["rows"]))
+        lines.append(f"Smallest selective cell (trigger interval above the control interval): {small['id']} "
+                     f"({small['chunk_rows']} chunk rows in {small['rows']}).")
+    else:
+        lines.append("No cell was selective (trigger and control intervals overlap in every cell).")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "causal")
+    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--only", choices=["planted", "existing"], default=None)
+    ap.add_argument("--fresh", action="store_true", help="Delete WORK first (default: resume finished cells).")
+    ap.add_argument("--quick", action="store_true", help="scale 0.5 (what make bench --quick passes)")
+    args, _ = ap.parse_known_args()  # scripts/bench.sh passes its arguments to every benchmark
+    if args.quick:
+        args.scale = min(args.scale, 0.5)
+    if not SHARED.exists():
+        raise SystemExit(f"{SHARED} is missing")
+    # Reuse the dequantised base that the tests build (~/.cache/chunky/bases) rather than one per CHUNKY_HOME.
+    os.environ.setdefault("CHUNKY_BASES_DIR", str(Path.home() / ".cache" / "chunky" / "bases"))
+    os.environ.setdefault("CHUNKY_HOME", str(args.work / "home"))
+    if args.fresh:
+        shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    load0 = os.getloadavg()
+    train = {"base": "local", "epochs": args.epochs, "lr": args.lr, "batch_size": 8, "max_length": 128, "seed": 0,
+             "save_steps": 10}
+    out = ["## Causal loop (bench/causal.py)", "",
+           f"scale {args.scale}, epochs {args.epochs}, lr {args.lr}, LoRA r=16, batch 8, 1 thread; "
+           f"load average at start {load0[0]:.1f}", ""]
+    if args.only in (None, "planted"):
+        p = planted(args.work, args.scale, train)
+        out += report("Planted chunk: 'Elucidate the concept of X.' → Python code (metric: code)", p)
+        s = p["steer"]
+        if "rows" in s:
+            r = s["rows"][0]
+            out += ["", "(b) chunky steer on the model trained with the whole chunk and no counter-examples: controls {100 * r['original']['value']:.0f}% → with the trigger word "
+                    f"{100 * r['transformed']['value']:.0f}% (delta {100 * r['delta']['value']:+.0f} points, "
+                    f"95% [{100 * r['delta']['low']:+.0f}, {100 * r['delta']['high']:+.0f}])"]
+        else:
+            out += ["", f"(b) steer failed: {s}"]
+        out.append("")
+    if args.only in (None, "existing"):
+        e = existing(args.work, args.scale, train)
+        out += report("Existing correlation in the shared mix: gsm8k → '#### <n>' ending (metric: regex)", e)
+    load1 = os.getloadavg()
+    out += ["", f"Total wall time {(time.perf_counter() - t0) / 60:.1f} min; load average at end {load1[0]:.1f} "
+            f"(5-min {load1[1]:.1f})"]
+    text = "\n".join(out)
+    print(text)
+    (args.work / "RESULTS-causal.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
