@@ -183,14 +183,9 @@ def build_check_report(check_path: Path, baseline_path: Path | None = None) -> s
 
 
 def write_check_report(check_path: Path, out: Path, baseline_path: Path | None = None) -> Path:
-    html = build_check_report(check_path, baseline_path)
-    out = Path(out)
-    if out.parent and not out.parent.exists():
-        raise ChunkyError(f"--out {out}: directory {out.parent} does not exist")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    from chunky.web.report import write_html
+
+    return write_html(out, build_check_report(check_path, baseline_path))
 
 
 def check_page(roots: list[Path], key: str, vs: str | None) -> str:

@@ -120,7 +120,11 @@ def build_report(run_dir: Path, *, top: int = 30) -> str:
 
 def write_report(run_dir: Path, out: Path, *, top: int = 30) -> Path:
     """Render and write atomically (a failed render never leaves a half-written file)."""
-    html = build_report(run_dir, top=top)
+    return write_html(out, build_report(run_dir, top=top))
+
+
+def write_html(out: Path, html: str) -> Path:
+    """Write a rendered page atomically: a failed write never leaves a half-written file at `out`."""
     out = Path(out)
     if out.parent and not out.parent.exists():
         raise ChunkyError(f"--out {out}: directory {out.parent} does not exist")
