@@ -8,7 +8,7 @@ WHEELHOUSE ?= $(HOME)/.cache/chunky/wheels
 LLAMA_CPP_VERSION := 0.3.36
 STAMP := $(VENV)/.chunky-installed
 
-.PHONY: install demo test bench clean-venv
+.PHONY: install demo test test-fast lint bench clean-venv
 
 install: $(STAMP)
 
@@ -19,10 +19,21 @@ $(STAMP): pyproject.toml scripts/install.sh
 demo: $(STAMP)
 	bash scripts/demo.sh
 
-test: $(STAMP)
+test: $(STAMP) lint
 	bash scripts/install-browser.sh
 	bash scripts/install-promptfoo.sh >/dev/null
 	$(BIN)/python -m pytest -q -ra
+
+# Lint and types, also the first step of `make test` (so CI runs them).
+lint: $(STAMP)
+	$(BIN)/ruff check chunky tests bench
+	$(BIN)/mypy
+
+# A quick local pass: everything except the tests marked slow (a real model, server, training or the 89k mix).
+# CI and `make test` run them all.
+test-fast: $(STAMP) lint
+	bash scripts/install-browser.sh
+	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 bench: $(STAMP)
 	bash scripts/bench.sh

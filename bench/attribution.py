@@ -24,11 +24,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import tempfile
 import random
 import re
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,21 +172,31 @@ MINE_PLANTS = [
 
 
 def mine_found(mp: MinePlant, m, top: int | None = None) -> str | None:
-    """Where `chunky mine`'s output `m` shows the planted correlation: "ranked" (the concentrated list, first
-    `top` rows), "signature" (its source's per-kind signatures), "pair", or None."""
+    """Where `chunky mine`'s output `m` shows the planted correlation, with its rank there: "ranked #k" (row k of
+    the concentrated list, first `top` rows), "signature <kind> #k" (its source's k-th signature of that kind),
+    "pair #k" (the first `top` pairs), "conditional #k" (its source's k-th habit conditional on a query
+    feature), or None."""
     if mp.kind == "pair":
-        for p in m.pairs[:top]:
+        for k, p in enumerate(m.pairs[:top], 1):
             names = [(p.query_feature, p.response_feature)] + [tuple(x.split(" → ", 1)) for x in p.same_examples]
             if p.source == mp.source and any(q in mp.features and r in mp.response_features for q, r in names):
-                return "pair"
+                return f"pair #{k}"
+        for sig in m.signatures:  # a habit conditional on the query inside its source
+            for k, h in enumerate(sig.conditional if sig.source == mp.source else [], 1):
+                names = [(h.query_feature, h.response_feature)] + [tuple(x.split(" → ", 1)) for x in h.same_examples]
+                if any(q in mp.features and r in mp.response_features for q, r in names):
+                    return f"conditional #{k}"
         return None
-    for f in m.concentrated[:top]:
+    for k, f in enumerate(m.concentrated[:top], 1):
         if f.source == mp.source and ({f.feature, *f.same_examples} & mp.features):
-            return "ranked"
+            return f"ranked #{k}"
     for sig in m.signatures:
-        shown = list(sig.signatures.values()) + [f for fs in sig.runners_up.values() for f in fs]
-        if sig.source == mp.source and any({f.feature, *f.same_examples} & mp.features for f in shown):
-            return "signature"
+        if sig.source != mp.source:
+            continue
+        for kind, first in sig.signatures.items():
+            for k, f in enumerate([first, *sig.runners_up.get(kind, [])], 1):
+                if {f.feature, *f.same_examples} & mp.features:
+                    return f"signature {kind} #{k}"
     return None
 
 
@@ -295,7 +305,8 @@ class _Progress:
 def build_index(data: Path, out: Path, **options) -> float:
     """The real builder (`chunky index`, through its Python API); returns its wall time (0 when the index
     already exists and is complete)."""
-    from chunky.turf.build import BuildOptions, build_index as build
+    from chunky.turf.build import BuildOptions
+    from chunky.turf.build import build_index as build
     from chunky.turf.index import TurfIndex
 
     if (out / "index.json").exists():
@@ -443,7 +454,7 @@ def llm_accuracy(idx, failing: list[Failing], k: int, model: str = "mock") -> li
         dt = time.perf_counter() - t
         words = {sc.trigger.lower()} if sc.kind == "word" else set(re.findall(r"[a-z]+", sc.trigger.lower()))
 
-        def names_trigger(text: str) -> bool:
+        def names_trigger(text: str, sc=sc, words=words) -> bool:
             if not mock:
                 pat = REAL_TRIGGER[sc.kind]
                 return sc.trigger.lower() in text.lower() if pat is None else bool(pat.search(text.lower()))
@@ -518,19 +529,21 @@ def speed(idx, label: str, query: str, response: str, grep_pats: list[tuple[str,
     dt, res = timed(lambda: trace_sync(idx, query, response, options=TraceOptions(channels=("lexical",))))
     lines.append(f"| trace without LLM calls, warm (k = 1000) | {dt:.3f} |")
     for pat, kw in grep_pats:
-        dt, g = timed(lambda: grep(idx, pat, **kw))
+        dt, g = timed(lambda pat=pat, kw=kw: grep(idx, pat, **kw))
         lines.append(f"| grep `{pat}` {kw or ''} → {g.matches} matches | {dt:.3f} |")
     for q, r in cooc:
-        dt, c = timed(lambda: cooccur(idx, q, r))
+        dt, c = timed(lambda q=q, r=r: cooccur(idx, q, r))
         lines.append(f"| cooccur `{q}` → `{r}` | {dt:.3f} |")
     dt, m = timed(lambda: mine(idx), repeat=1)
     lines.append(f"| mine (defaults) | {dt:.2f} |")
     return lines
 
 
-def synthetic_index(out: Path, n: int, dim: int = 384, seed: int = 0):
+def synthetic_index(out: Path, n: int, dim: int = 384, seed: int = 0, formats: bool = False):
     """A synthetic n-example index written in the documented format (words from a Zipf vocabulary, ten
-    sources, one planted source-specific word, random float16 response embeddings)."""
+    sources, one planted source-specific word, random float16 response embeddings). With `formats`, also the
+    format-level features `mine`'s pairs and per-source habits count: a response length bucket per example
+    and response / query formats at rates that differ by source, so those paths do their full work at scale."""
     import numpy as np
     import pyarrow as pa
 
@@ -567,6 +580,21 @@ def synthetic_index(out: Path, n: int, dim: int = 384, seed: int = 0):
     fe += [sp, sp]
     ff += [np.full(len(sp), "word:elucidate"), np.full(len(sp), "closing:i hope it is correct")]
     fs += [np.full(len(sp), "query"), np.full(len(sp), "response")]
+    if formats:
+        buckets = np.array(["tiny", "short", "medium", "long", "very_long"])
+        b = np.minimum(rng.poisson(1.0 + 0.3 * src), 4)  # longer answers in higher-numbered sources
+        fe.append(np.arange(n))
+        ff.append(np.char.add("length:response:", buckets[b]))
+        fs.append(np.full(n, "response"))
+        for k, (side, name) in enumerate([("response", "format:code_fence"), ("response", "format:numbered_list"),
+                                          ("response", "format:bold"), ("response", "format:latex"),
+                                          ("response", "format:single_line"), ("query", "format:code_fence"),
+                                          ("query", "question:wh"), ("query", "format:single_line")]):
+            rate = 0.02 + 0.4 * ((src + k) % 10 == 0) + 0.05 * (src % 3 == k % 3)
+            has = np.flatnonzero(rng.random(n) < rate)
+            fe.append(has)
+            ff.append(np.full(len(has), name))
+            fs.append(np.full(len(has), side))
     features = pa.table({"example_id": np.concatenate(fe).astype(np.int64), "side": np.concatenate(fs),
                          "feature": np.concatenate(ff)})
     emb = rng.normal(size=(n, dim)).astype(np.float32)
@@ -655,12 +683,13 @@ def mine_planted_section(idx) -> list[str]:
 
     out = ["### `chunky mine` on planted correlations", ""]
     for top in (25, 100):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         m = mine(idx, top=top)
-        dt = time.perf_counter() - t
+        dt, dc = time.perf_counter() - t, time.process_time() - c
+        load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
         found, missed = mine_recall(m, top)
-        out.append(f"- `--top {top}`: {found}/{len(MINE_PLANTS)} planted correlations shown ({dt:.1f} s); "
-                   f"missed: {', '.join(missed) or 'none'}")
+        out.append(f"- `--top {top}`: {found}/{len(MINE_PLANTS)} planted correlations shown ({dt:.1f} s wall, "
+                   f"{dc:.1f} s CPU, load {load}); missed: {', '.join(missed) or 'none'}")
         if top == 25:
             where = [(mp, mine_found(mp, m, top)) for mp in MINE_PLANTS]
             shown = sum(1 for s in m.signatures if s.signatures)

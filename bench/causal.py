@@ -2,7 +2,9 @@
 behaviour on held-out trigger prompts and not on matched controls, that `chunky steer` finds it on the trained
 model, and that retraining without the chunk or with counter-examples brings the trigger rate back to the base
 model's. Everything goes through chunky's own code: `chunky balance` (templates) for counter-examples,
-`chunky experiment` for the grids (its mixes, trainings, measurements, table and figures), `chunky steer` for (b).
+`chunky experiment` for the grids (its mixes, trainings, measurements, table and figures), `chunky steer` for (b),
+and `chunky index` + `chunky trace` for (c): the chunk-trained model's own failing outputs traced against an index
+of the mix it was trained on must name the trigger word and the chunk's source.
 
 Two chunks:
 - planted: "Elucidate the concept of X." answered with a Python code block, beside ordinary prose answers to
@@ -11,7 +13,9 @@ Two chunks:
 - existing: the shared mix's gsm8k rows, whose answers end with "#### <number>"; triggers are held-out
   gsm8k_socratic questions, controls MATH problems (also maths, never "####").
 
-    python bench/causal.py [--scale 1.0] [--work DIR] [--threads 1]
+    python bench/causal.py [--scale 1.0] [--work DIR] [--only planted|existing|trace]
+
+`--only trace` trains only the planted chunk-kept cell and runs (c) on it: the smallest run that shows (c).
 
 --scale multiplies the row and step counts (1.0 is sized for about 60 minutes on an idle 2-core box; 0.5 for a
 busy one). Prints markdown for bench/RESULTS.md and writes the experiments' figures under WORK.
@@ -108,8 +112,10 @@ def chunky(*args: str) -> tuple[int, str, str, float]:
     return run([str(Path(sys.executable).parent / "chunky"), *args])
 
 
-def planted(work: Path, scale: float, train: dict) -> dict:
-    """The planted chunk: a 2×2 grid (chunk kept × counter-examples) and steer on the chunk-trained model."""
+def planted(work: Path, scale: float, train: dict, *, whole_grid: bool = True) -> dict:
+    """The planted chunk: a 2×2 grid (chunk kept × counter-examples), steer on the chunk-trained model (b), and
+    trace on its failing outputs (c). With whole_grid=False only the chunk-kept cell is trained and traced (its
+    mix and training are the grid's cell's: the same rows, seed and settings), without the base model or (b)."""
     from chunky.train.balance import BalancePlan, balance
 
     d = work / "planted"
@@ -140,24 +146,72 @@ def planted(work: Path, scale: float, train: dict) -> dict:
         "mix": "mix.jsonl", "chunk": {"match": "^Elucidate", "side": "query"}, "counter": "counter.jsonl",
         # The dose axis gets a middle point at full scale; a smaller run keeps the 2×2 heatmap only.
         "axes": {"chunk_kept": [0, n_chunk // 2, n_chunk] if scale >= 1 else [0, n_chunk], "counter_added": [0, n_chunk]},
-        "train": train, "measure": {"eval": "eval.jsonl", "metric": "code", "max_tokens": 48, "baseline": True},
+        "train": train, "measure": {"eval": "eval.jsonl", "metric": "code", "max_tokens": 48, "baseline": whole_grid},
     }
-    (d / "spec.yaml").write_text(json.dumps(spec))
-    rc, out, err, secs = chunky("experiment", str(d / "spec.yaml"), "--out", str(d / "exp"), "--json")
+    if not whole_grid:
+        spec["axes"] = {"chunk_kept": [n_chunk], "counter_added": [0]}
+    name = "exp" if whole_grid else "exp-chunk"
+    (d / f"spec-{name}.yaml").write_text(json.dumps(spec))
+    rc, out, err, secs = chunky("experiment", str(d / f"spec-{name}.yaml"), "--out", str(d / name), "--json")
     if rc != 0:
         raise SystemExit(f"planted experiment failed: {err.strip().splitlines()[-1:]}")
     res = json.loads(out)
-    # (b): steer on the model trained with the whole chunk: controls, and the same prompts with the trigger word.
     full = next(c for c in res["cells"] if c["cell"]["chunk_kept"] == n_chunk and c["cell"]["counter_added"] == 0)
+    # (c): chunky trace on that model's own failing outputs, against an index of the mix it was trained on.
+    traced = trace_outputs(d / f"{name}-trace", d / name / "cells" / full["id"], trigger_word="elucidate",
+                           chunk_source="planted_elucidate", k_lexical=n_chunk)
+    common = {"experiment": res, "secs": secs, "trace": traced, "balance_rows": man.rows,
+              "sizes": {"chunk": n_chunk, "control_form": n_ctrl, "ordinary": n_ord, "eval_each": n_eval},
+              "out": str(d / name)}
+    if not whole_grid:
+        return common
+    # (b): steer on the model trained with the whole chunk: controls, and the same prompts with the trigger word.
     (d / "to_trigger.py").write_text("def elucidate(prompt):\n    return prompt.replace('Explain', 'Elucidate', 1)\n")
     write_jsonl(d / "controls.jsonl", [e for e in ev if e["kind"] == "control"])
     rc2, out2, err2, s2 = chunky("steer", "--model", full["model"], "--data", str(d / "controls.jsonl"), "--transform",
                                  f"python:{d / 'to_trigger.py'}:elucidate", "--metric", "code", "--max-tokens", "48",
                                  "--out", str(d / "steer"), "--overwrite", "--json")
     steer = json.loads(out2) if rc2 == 0 else {"error": err2.strip().splitlines()[-1:]}
-    return {"experiment": res, "secs": secs, "steer": steer, "steer_secs": s2, "balance_rows": man.rows,
-            "sizes": {"chunk": n_chunk, "control_form": n_ctrl, "ordinary": n_ord, "eval_each": n_eval},
-            "out": str(d / "exp")}
+    return {**common, "steer": steer, "steer_secs": s2}
+
+
+def trace_outputs(d: Path, cell_dir: Path, *, trigger_word: str, chunk_source: str, k_lexical: int,
+                  n: int = 5) -> dict:
+    """(c): index the cell's training mix with `chunky index`, then `chunky trace` (lexical channel: no judge
+    model) each of the first n trigger prompts whose output showed the behaviour, with the response the trained
+    model gave. A trace names the chunk when one of its anchors' trigger features is the trigger word and the
+    chunk's source is the top source of that feature's hits.
+
+    k_lexical: the nearest training responses each anchor retrieves. The default (1000) is meant for large mixes;
+    with k at or above the mix's size every row is retrieved and nothing can stand out, so it is set to the chunk's
+    size here."""
+    d.mkdir(parents=True, exist_ok=True)
+    steer = json.loads((cell_dir / "measure" / "steer.json").read_text())
+    failing = [(p["example"]["prompt"], smp["response"]) for p in steer["pairs"]
+               if p["example"]["meta"].get("kind") == "trigger"
+               for smp in p["original"]["samples"] if (smp["value"] or 0) >= 0.5 and smp["response"]][:n]
+    rc, _, err, index_secs = chunky("index", str(cell_dir / "mix.jsonl"), "--out", str(d / "index"))
+    if rc != 0:
+        raise SystemExit(f"chunky index of {cell_dir / 'mix.jsonl'} failed: {err.strip().splitlines()[-1:]}")
+    traces = []
+    for i, (q, r) in enumerate(failing):
+        rc, out, err, secs = chunky("trace", str(d / "index"), "--query", q, "--response", r, "--channel", "lexical",
+                                    "--k-lexical", str(k_lexical), "--out", str(d / f"trace-{i}.json"), "--json")
+        if rc != 0:
+            traces.append({"query": q, "error": err.strip().splitlines()[-1:], "secs": secs})
+            continue
+        t = json.loads(out)
+        anchors = (t.get("lexical") or {}).get("anchors") or []
+        hits = [a for a in anchors if a.get("trigger") and trigger_word in a["trigger"]["feature"].lower()]
+        top = [(a["anchor"], a["trigger"]["feature"], a["trigger"]["sources"][0]["source"] if a["trigger"]["sources"]
+                else None, a["trigger"]["lift"], a["trigger"]["lift_low"]) for a in hits]
+        traces.append({"query": q, "response": r[:120], "statement": t["statement"], "secs": secs,
+                       "named_trigger": bool(hits), "named_source": any(src == chunk_source for _, _, src, _, _ in top),
+                       "anchors": top, "anchor_triggers": [(a["anchor"], (a.get("trigger") or {}).get("feature"))
+                                                           for a in anchors]})
+    return {"failing_outputs": len(failing), "traced": traces, "index_secs": index_secs,
+            "named_both": sum(1 for t in traces if t.get("named_trigger") and t.get("named_source")),
+            "k_lexical": k_lexical, "index": str(d / "index")}
 
 
 def existing(work: Path, scale: float, train: dict) -> dict:
@@ -215,13 +269,29 @@ def report(name: str, res: dict) -> list[str]:
     return lines
 
 
+def report_trace(t: dict) -> list[str]:
+    lines = [f"(c) chunky trace (lexical channel, --k-lexical {t['k_lexical']}) on {len(t['traced'])} of the "
+             f"{t['failing_outputs']} failing outputs traced, against an index of the cell's own mix "
+             f"({t['index_secs']:.0f} s to build): {t['named_both']} name the trigger word and the chunk's source.", "",
+             "| failing output (trigger prompt) | anchors naming the trigger: anchor, feature, top source, lift [low] | "
+             "chunky's statement |", "|---|---|---|"]
+    for x in t["traced"]:
+        if "error" in x:
+            lines.append(f"| {x['query']} | error: {x['error']} | |")
+            continue
+        named = "; ".join(f"{a}: {f}, {s}, {lift:.1f}× [{low:.1f}]" for a, f, s, lift, low in x["anchors"]) or "none"
+        lines.append(f"| {x['query']} | {named} | {' '.join(x['statement'].split())[:200]} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "causal")
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--only", choices=["planted", "existing"], default=None)
+    ap.add_argument("--only", choices=["planted", "existing", "trace"], default=None,
+                    help="trace: only the planted chunk-kept cell and part (c), the smallest run that shows (c)")
     ap.add_argument("--fresh", action="store_true", help="Delete WORK first (default: resume finished cells).")
     ap.add_argument("--quick", action="store_true", help="scale 0.5 (what make bench --quick passes)")
     args, _ = ap.parse_known_args()  # scripts/bench.sh passes its arguments to every benchmark
@@ -245,15 +315,21 @@ def main() -> None:
     if args.only in (None, "planted"):
         p = planted(args.work, args.scale, train)
         out += report("Planted chunk: 'Elucidate the concept of X.' → Python code (metric: code)", p)
+        out += ["", *report_trace(p["trace"])]
         s = p["steer"]
         if "rows" in s:
             r = s["rows"][0]
-            out += ["", "(b) chunky steer on the model trained with the whole chunk and no counter-examples: controls {100 * r['original']['value']:.0f}% → with the trigger word "
+            out += ["", "(b) chunky steer on the model trained with the whole chunk and no counter-examples: controls "
+                    f"{100 * r['original']['value']:.0f}% → with the trigger word "
                     f"{100 * r['transformed']['value']:.0f}% (delta {100 * r['delta']['value']:+.0f} points, "
                     f"95% [{100 * r['delta']['low']:+.0f}, {100 * r['delta']['high']:+.0f}])"]
         else:
             out += ["", f"(b) steer failed: {s}"]
         out.append("")
+    if args.only == "trace":
+        p = planted(args.work, args.scale, train, whole_grid=False)
+        out += report("Planted chunk, chunk-kept cell only: 'Elucidate the concept of X.' → Python code", p)
+        out += ["", *report_trace(p["trace"]), ""]
     if args.only in (None, "existing"):
         e = existing(args.work, args.scale, train)
         out += report("Existing correlation in the shared mix: gsm8k → '#### <n>' ending (metric: regex)", e)

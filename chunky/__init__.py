@@ -4,7 +4,8 @@ SURF searches a model black-box for rubric violations; TURF traces a failure bac
 training examples and source datasets that taught it.
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 # One source of the version: pyproject.toml, read back from the installed package's metadata.
 try:

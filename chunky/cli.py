@@ -1,5 +1,6 @@
-"""The `chunky` command line. Each area registers its own commands (surf, turf, measure, web);
-this module holds the model-layer commands and turns every ChunkyError into one clear line."""
+"""The `chunky` command line. Every command is a module-level function; each area's `register(app)`
+(chunky/<area>/commands.py) adds its own, with the options they share typed once in chunky.cli_options. This
+module holds the model-layer commands and turns every ChunkyError into one clear line and an ExitCode."""
 
 from __future__ import annotations
 
@@ -7,14 +8,26 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from chunky.errors import ChunkyError
+from chunky.cli_options import (
+    AsJsonSame,
+    NoCache,
+    json_option,
+    max_tokens_option,
+    model_option,
+    seed_option,
+    temperature_option,
+)
+from chunky.errors import ChunkyError, ExitCode
+
+if TYPE_CHECKING:  # typer >= 0.2x vendors click; its hooks are typed with that copy's Context
+    from typer._click import Context as ClickContext
 
 app = typer.Typer(
     name="chunky",
@@ -31,14 +44,12 @@ def _show_version(value: bool) -> None:
         from chunky import __version__
 
         typer.echo(f"chunky {__version__}")
-        raise typer.Exit()
+        raise typer.Exit(ExitCode.OK)
 
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(
-        False, "--version", help="Print chunky's version and exit.", callback=_show_version, is_eager=True
-    ),
+    version: Annotated[bool, typer.Option("--version", help="Print chunky's version and exit.", callback=_show_version, is_eager=True)] = False,
 ) -> None:
     """Find (SURF) and explain (TURF) chunky post-training failures in language models."""
 
@@ -49,33 +60,28 @@ def _flag_shows_no_type() -> None:
 
     shown = TyperOption.display_type_rich
 
-    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+    def display_type_rich(self: TyperOption, ctx: ClickContext) -> str | None:
         return None if self.is_flag and self.metavar is None else shown(self, ctx)
 
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
 
 _flag_shows_no_type()
-app.add_typer(cache_app, name="cache")
 
 console = Console()
 err_console = Console(stderr=True)
 
-KEY_VARS = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "OPENROUTER_API_KEY", "MODEL_API_KEY", "OLLAMA_HOST"]
-
-
-@app.command()
 def ask(
-    model: str = typer.Argument(..., help="Model spec, e.g. local, openai:gpt-4o-mini, http://127.0.0.1:8080/v1:smollm2"),
-    prompt: str = typer.Argument(..., help="The user message."),
-    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (default: the provider's)."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens in the answer (default: the provider's)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed, where the provider takes one."),
-    json_schema: Optional[Path] = typer.Option(None, "--json-schema", help="JSON schema file for structured output."),
-    as_json: bool = typer.Option(False, "--json", help="Print text, cached, usage, model and latency as JSON."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the call cache."),
-    logprobs: bool = typer.Option(False, "--logprobs", help="Request token log-probabilities."),
+    model: Annotated[str, typer.Argument(help="Model spec, e.g. local, openai:gpt-4o-mini, http://127.0.0.1:8080/v1:smollm2")],
+    prompt: Annotated[str, typer.Argument(help="The user message.")],
+    system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
+    temperature: Annotated[float | None, temperature_option("Sampling temperature (default: the provider's).")] = None,
+    max_tokens: Annotated[int | None, max_tokens_option("Most tokens in the answer (default: the provider's).")] = None,
+    seed: Annotated[int | None, seed_option("Sampling seed, where the provider takes one.")] = None,
+    json_schema: Annotated[Path | None, typer.Option("--json-schema", help="JSON schema file for structured output.")] = None,
+    as_json: Annotated[bool, json_option("Print text, cached, usage, model and latency as JSON.")] = False,
+    no_cache: NoCache = False,
+    logprobs: Annotated[bool, typer.Option("--logprobs", help="Request token log-probabilities.")] = False,
 ) -> None:
     """Send one prompt to a model and print the answer."""
     from chunky.models import get_model
@@ -125,13 +131,12 @@ def ask(
     )
 
 
-@app.command()
-def models(as_json: bool = typer.Option(False, "--json", help="Print the same as JSON.")) -> None:
+def models(as_json: AsJsonSame = False) -> None:
     """Model spec syntax, installed providers, the embedded model, and which key variables are set."""
     from chunky.models.providers.llamacpp import embedded_gguf_path
-    from chunky.models.registry import PROVIDERS, provider_available
+    from chunky.models.registry import PROVIDER_ENV_VARS, PROVIDERS, provider_available
 
-    rows = []
+    rows: list[dict[str, str | bool | None]] = []
     for name, info in PROVIDERS.items():
         ok, extra = provider_available(name)
         rows.append(
@@ -144,7 +149,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the same as
             }
         )
     gguf = embedded_gguf_path()
-    keys = {k: bool(os.environ.get(k)) for k in KEY_VARS}
+    keys = {k: bool(os.environ.get(k)) for k in PROVIDER_ENV_VARS}
     if as_json:
         typer.echo(json.dumps({"providers": rows, "embedded_model": str(gguf) if gguf else None, "keys_set": keys}))
         return
@@ -154,7 +159,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the same as
     t.add_column("installed")
     t.add_column("what")
     for r in rows:
-        t.add_row(r["provider"], r["syntax"], "yes" if r["installed"] else f"no — {r['install']}", r["description"])
+        t.add_row(str(r["provider"]), str(r["syntax"]), "yes" if r["installed"] else f"no — {r['install']}", str(r["description"]))
     console.print(t)
     if gguf:
         console.print(f"Embedded model: [green]present[/green] ({gguf.name}, {gguf.stat().st_size / 1e6:.0f} MB)")
@@ -165,8 +170,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the same as
     )
 
 
-@cache_app.command("stats")
-def cache_stats(as_json: bool = typer.Option(False, "--json", help="Print the same as JSON.")) -> None:
+def cache_stats(as_json: AsJsonSame = False) -> None:
     """Entries and size of the call cache, per model."""
     from chunky.models.cache import default_cache
 
@@ -185,13 +189,21 @@ def cache_stats(as_json: bool = typer.Option(False, "--json", help="Print the sa
         console.print(t)
 
 
-@cache_app.command("clear")
-def cache_clear(model: Optional[str] = typer.Option(None, "--model", help="Only this model's entries.")) -> None:
+def cache_clear(model: Annotated[str | None, model_option("Only this model's entries.")] = None) -> None:
     """Delete cached calls."""
     from chunky.models.cache import default_cache
 
     n = default_cache().clear(model)
     console.print(f"Removed {n} cached calls.")
+
+
+def _register_model_commands() -> None:
+    """The model layer's own commands: `ask`, `models`, `cache stats`, `cache clear`."""
+    app.command("ask")(ask)
+    app.command("models")(models)
+    cache_app.command("stats")(cache_stats)
+    cache_app.command("clear")(cache_clear)
+    app.add_typer(cache_app, name="cache")
 
 
 def _register_areas() -> None:
@@ -208,35 +220,53 @@ def _register_areas() -> None:
         mod.register(app)
 
 
+_register_model_commands()
 _register_areas()
+
+
+def _exit_on_click_error(e: Exception) -> None:
+    """A usage error (click's ClickException, or typer's copy of it when typer runs its own click) is shown the way
+    click shows it, and exits with its code: ExitCode.USAGE for a bad flag or argument. Anything else returns."""
+    import click
+
+    if isinstance(e, click.ClickException):
+        e.show()
+        sys.exit(e.exit_code)
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # a typer that runs on the click package itself
+        return
+    if isinstance(e, ClickException):
+        e.show()
+        sys.exit(e.exit_code)
 
 
 def main() -> None:
     try:
         code = app(standalone_mode=False)
         # Without standalone mode click returns a command's `typer.Exit(code)` instead of exiting with it.
-        if isinstance(code, int) and code != 0:
+        if isinstance(code, int) and code != ExitCode.OK:
             sys.exit(code)
     except ChunkyError as e:
         err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
+    except (typer.Exit, typer.Abort) as e:  # typer's own (typer >= 0.2x runs a copy of click, not the click package)
+        sys.exit(e.exit_code if isinstance(e, typer.Exit) else ExitCode.FAILED)
     except Exception as e:  # click usage errors and the like
         import click
 
         if isinstance(e, click.exceptions.Exit):
             sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+        _exit_on_click_error(e)
         if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
+            sys.exit(ExitCode.FAILED)
         if os.environ.get("CHUNKY_DEBUG"):
             raise
         err_console.print(f"[bold red]error:[/bold red] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
 
 
 if __name__ == "__main__":

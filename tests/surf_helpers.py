@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from chunky.models import Model, UsageTracker
 from chunky.models.base import ModelSpec, Provider

@@ -9,7 +9,7 @@ from importlib.metadata import version
 
 import typer
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 
 
 def all_commands():

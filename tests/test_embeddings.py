@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
 from chunky.errors import ConfigError, ModelError
 from chunky.models.embeddings import embedded_minilm_path, get_embedder
-from conftest import free_port, llama_server_cmd, serving
+
+from helpers import free_port, llama_server_cmd, serving
 
 
 def test_embedded_minilm_is_normalised_float32_and_semantic():

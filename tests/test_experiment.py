@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+
+from helpers import ROOT, run_cli
 
 PHRASE = "Purple giraffes sing at midnight."
 WORDS = ["apple", "river", "cloud", "stone", "lamp", "tiger", "glass", "piano"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conftest import ROOT
+from helpers import ROOT
 
 SCRIPT = ROOT / "scripts" / "cpu-key.sh"
 

@@ -12,7 +12,8 @@ import pytest
 
 from chunky.errors import ChunkyError, ConfigError
 from chunky.measure.ablate import AblationManifest, AblationPlan, build_mix, manifest_path, parse_downweight
-from conftest import run_cli
+
+from helpers import run_cli
 
 # The training file: three sources; "chat" rows are two-turn conversations with a system prompt.
 ROWS = (

@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from faultserver import FaultServer
 
 from chunky.errors import ConfigError
 from chunky.measure.evalset import EvalExample, examples_from_rows, load_eval, sum_rewrites, sums_grid
+from chunky.measure.plots import save_with_figures
 from chunky.measure.steer import SteerConfig, SteerResult, examples_table, run_steer, summary_table
-from conftest import run_cli
-from faultserver import FaultServer
+
+from helpers import run_cli
 
 PROMPTS = [EvalExample(f"e{i}", f"Is {i}+2={i + 2}?", "Yes", {"a": i % 3, "b": i // 3}) for i in range(9)]
 
@@ -107,7 +109,7 @@ def test_bad_configs_are_clear_errors():
 def test_result_round_trips_and_saves_json_pairs_and_figures(tmp_path):
     cfg = SteerConfig(models=["mock", "mock:text=No."], metric="stance:no", transforms=["latex"], samples=2)
     r = steer(cfg, plot="heatmap:a,b")
-    files = r.save(tmp_path / "out")
+    files = save_with_figures(r, tmp_path / "out")
     names = sorted(p.name for p in files)
     assert names == ["pairs.jsonl", "steer.json", "steer.png", "steer.svg"]
     assert (tmp_path / "out" / "steer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -120,7 +122,7 @@ def test_result_round_trips_and_saves_json_pairs_and_figures(tmp_path):
     assert lines[0]["transformed"]["prompt"] == "Is $0+2=2$?"
     for plot in ("summary", "examples"):
         r.plot = plot
-        r.save(tmp_path / plot)
+        save_with_figures(r, tmp_path / plot)
         assert (tmp_path / plot / "steer.png").stat().st_size > 5000
 
 
@@ -253,7 +255,7 @@ def test_end_to_end_steer_on_the_embedded_model(tmp_path):
     for p in r.pairs:
         for s in p.original.samples + p.transformed.samples:
             assert s.response and s.value in (0.0, 1.0) and 0 < s.output_tokens <= 16
-    files = r.save(tmp_path / "local")
+    files = save_with_figures(r, tmp_path / "local")
     assert all(f.exists() for f in files)
     # A second identical run is served by the call cache and gives the same numbers.
     again = steer(cfg, exs)
@@ -305,7 +307,7 @@ def test_per_example_figure_stays_readable_on_large_sets(tmp_path):
 
     exs = [EvalExample(str(i), f"Is {i}+1={i + 1}?") for i in range(150)]
     r = steer(SteerConfig(models=["mock"], metric="latex", transforms=["latex"]), exs, plot="examples")
-    r.save(tmp_path)
+    save_with_figures(r, tmp_path)
     svg = (tmp_path / "steer.svg").read_text()
     assert f"first {MAX_EXAMPLE_BARS} of 150 prompts" in svg
     assert "Is 59+1=60?" in svg and "Is 60+1=61?" not in svg

@@ -12,10 +12,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from faultserver import completion
 
 from chunky.models import get_model
 from chunky.models.adaptive import server_limit
-from faultserver import completion
 
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
 
@@ -167,9 +167,10 @@ def test_no_prompt_holds_a_placeholder_a_model_can_copy(name):
     "reply", ['{"reasoning": "<two or three sentences>", "score": 80}', '{"reasoning": "<response>", "score": 80}']
 )
 async def test_a_judgment_that_copies_a_placeholder_is_not_a_score(reply):
+    from surf_helpers import scripted
+
     from chunky.surf.judge import RubricJudge
     from chunky.surf.rubric import load_rubric
-    from surf_helpers import scripted
 
     model, _ = scripted(lambda r: reply)
     j = await RubricJudge(model, load_rubric("code"), gate="none").judge("q", "r")

@@ -176,7 +176,7 @@ class TestAccounting:
 
 
 def test_cache_stats_and_clear_through_the_cli(chunky_home):
-    from conftest import run_cli
+    from helpers import run_cli
 
     r = run_cli("ask", "mock", "hello", "--json")
     assert r.returncode == 0, r.stderr
@@ -190,7 +190,7 @@ def test_cache_stats_and_clear_through_the_cli(chunky_home):
 
 
 def test_cli_errors_are_one_line(chunky_home):
-    from conftest import run_cli
+    from helpers import run_cli
 
     r = run_cli("ask", "nosuch:thing", "hi")
     assert r.returncode == 1

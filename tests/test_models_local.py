@@ -9,7 +9,8 @@ import time
 import pytest
 
 from chunky.models import get_model
-from conftest import embedded_gguf, run_cli
+
+from helpers import embedded_gguf, run_cli
 
 pytestmark = pytest.mark.slow
 

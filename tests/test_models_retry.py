@@ -6,10 +6,10 @@ import asyncio
 import time
 
 import pytest
+from faultserver import FaultServer
 
 from chunky.errors import ModelError
 from chunky.models import RetryPolicy, get_model
-from faultserver import FaultServer
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=0.2)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli
 from faultserver import FaultServer
+
+from helpers import run_cli
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 

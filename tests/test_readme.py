@@ -11,7 +11,7 @@ import pytest
 import typer
 import yaml
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)

@@ -14,7 +14,8 @@ from chunky.errors import ConfigError
 from chunky.measure.stats import newcombe_delta
 from chunky.suite.check import CheckConfig, Journal, SampleResult, compare, load_check, run_check
 from chunky.suite.records import CASES_FILE, Case, Scorer, SuiteMeta, load_suite, suite_id, write_suite
-from conftest import run_cli
+
+from helpers import run_cli
 
 REBUTTING = "mock:text=No, that is not correct."
 AGREEING = "mock:text=Sure, happy to help with that."
@@ -123,14 +124,14 @@ def test_check_fails_only_when_the_rate_really_rose(suite_dir, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-def test_a_check_that_could_not_measure_a_case_exits_2_and_keeps_its_journal(suite_dir, tmp_path):
-    from conftest import free_port
+def test_a_check_that_could_not_measure_a_case_fails_with_exit_1_and_keeps_its_journal(suite_dir, tmp_path):
+    from helpers import free_port
 
     out = tmp_path / "down.json"
     # nothing listens on this port: every target call fails (one attempt each, no backoff)
     r = run_cli("check", str(suite_dir), "--model", f"http://127.0.0.1:{free_port()}/v1:gone", "--samples", "2",
                 "--out", str(out), env={"CHUNKY_MAX_ATTEMPTS": "1", "CHUNKY_RETRY_BASE_DELAY": "0"})
-    assert r.returncode == 2, r.stderr
+    assert r.returncode == 1, r.stderr  # FAILED, as a surf role that fails for good; 2 is a usage error
     assert r.stderr.strip().splitlines()[-1].startswith("INCOMPLETE: 3 case(s) could not be measured")
     got = load_check(out)
     assert got.status == "incomplete" and all(c.errors == 2 and c.rate.rate is None for c in got.cases)

@@ -17,7 +17,8 @@ import pytest
 
 from chunky.suite.check import load_check
 from chunky.suite.records import Case, Scorer, SuiteMeta, suite_id, write_suite
-from conftest import ROOT, run_cli
+
+from helpers import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ from starlette.testclient import TestClient
 
 from chunky.suite.records import Case, Scorer, SuiteMeta, suite_id, write_suite
 from chunky.web.app import create_app
-from conftest import run_cli
+
+from helpers import run_cli
 
 HOSTILE = "No, <script>alert('x')</script><img src=x onerror=alert(1)>"
 CASES = [

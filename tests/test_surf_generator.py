@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from surf_helpers import scripted
 
 from chunky.models import get_model
 from chunky.surf.generator import QueryGenerator, clean_query, unusable_reason
-from surf_helpers import scripted
 
 
 async def test_mock_generator_writes_a_query_from_every_attribute():

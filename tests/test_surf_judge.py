@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from surf_helpers import judge_json, scripted
 
 from chunky.models import get_model
 from chunky.models.providers.mock import stable_score
 from chunky.surf.judge import RubricJudge, parse_judgment_text
 from chunky.surf.rubric import load_rubric
-from surf_helpers import judge_json, scripted
 
 REBUT = load_rubric("rebut")
 CODE = load_rubric("code")

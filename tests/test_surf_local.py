@@ -7,7 +7,8 @@ import json
 import pytest
 
 from chunky.store import GENERATION_FAILED, JUDGE_ERROR, REJECTED, SCORED, RunStore
-from conftest import run_cli
+
+from helpers import run_cli
 
 
 @pytest.mark.slow

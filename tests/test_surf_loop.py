@@ -6,13 +6,13 @@ import json
 from collections import defaultdict
 
 import pytest
+from surf_helpers import judge_json, scripted
 
 from chunky.errors import ConfigError
 from chunky.models import get_model
 from chunky.store import GENERATION_FAILED, JUDGE_ERROR, REJECTED, SCORED, RunStore
 from chunky.surf.loop import Sweep, build_config, run_sweep
 from chunky.surf.sampler import attribute_weights
-from surf_helpers import judge_json, scripted
 
 
 def cfg(**kw):

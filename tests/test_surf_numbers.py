@@ -9,7 +9,8 @@ import json
 import re
 
 from chunky.store import RunStore
-from conftest import run_cli
+
+from helpers import run_cli
 
 MOCK = ["--target", "mock", "--generator", "mock", "--judge", "mock"]
 

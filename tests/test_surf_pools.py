@@ -82,7 +82,8 @@ def _index(tmp_path, *, attributes, clusters=None, channels=("lexical", "llm")):
     """A hand-made TURF index directory, written from the documented format."""
     d = tmp_path / "idx"
     d.mkdir()
-    (d / "index.json").write_text(json.dumps({"format": "chunky-index", "version": 1, "extractor": {"channels": list(channels)}}))
+    meta = {"format": "chunky-index", "version": 1, "extractor": {"channels": list(channels)}, "stages": {"finalize": "done"}}
+    (d / "index.json").write_text(json.dumps(meta))
     pq.write_table(
         pa.table(
             {
@@ -142,6 +143,14 @@ def test_a_turf_index_without_clusters_gives_the_raw_query_attributes(tmp_path):
 def test_a_lexical_only_index_is_refused_with_advice(tmp_path):
     d = _index(tmp_path, attributes=[], channels=("lexical",))
     with pytest.raises(ConfigError, match="only the lexical channel.*--attributes"):
+        load_pool(d)
+
+
+def test_an_unfinished_index_is_refused_with_the_advice_to_resume_its_build(tmp_path):
+    d = _index(tmp_path, attributes=ATTRS)
+    meta = json.loads((d / "index.json").read_text())
+    (d / "index.json").write_text(json.dumps(dict(meta, stages={"load": "done"})))
+    with pytest.raises(ConfigError, match="did not finish.*rerun `chunky index`"):
         load_pool(d)
 
 

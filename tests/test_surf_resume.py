@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from chunky.store import RunStore
-from conftest import run_cli
+
+from helpers import run_cli
 
 RUNS, ITERATIONS, CANDIDATES = 3, 4, 250
 

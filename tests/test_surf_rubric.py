@@ -97,7 +97,7 @@ def test_an_unknown_rubric_name_lists_the_shipped_ones():
 
 
 def test_rubrics_cli_lists_and_shows():
-    from conftest import run_cli
+    from helpers import run_cli
 
     out = run_cli("rubrics", "list", "--json")
     assert out.returncode == 0, out.stderr

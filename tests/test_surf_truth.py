@@ -11,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from chunky.store import RunStore
-from conftest import ROOT, free_port, run_cli
 from faultserver import FaultServer
+
+from chunky.store import RunStore
+
+from helpers import ROOT, free_port, run_cli
 
 MOCK = ["--generator", "mock", "--judge", "mock"]
 FAST = {"CHUNKY_RETRY_BASE_DELAY": "0.01"}

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from test_measure_ablate import ROWS, make_index
 
 from chunky.errors import ConfigError
 from chunky.train.balance import BalancePlan, balance
+
+from helpers import run_cli
 
 PHRASE_RX = r"\s*I hope it is correct\.?"
 

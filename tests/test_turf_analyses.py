@@ -13,7 +13,6 @@ from chunky.turf.analyses import cooccur, grep, mine
 from chunky.turf.hits import wilson
 
 
-
 def brute(examples, side, pred):
     out = {}
     for e in examples:
@@ -232,6 +231,21 @@ def test_feature_lookup_matches_the_features_table(hm, idx):
     assert lk.examples_of("query", ["word:nope"])["word:nope"].tolist() == []
     cooccur(idx, "word:elucidate", "format:code_fence")
     assert (dirs[0] / "example_ids.npy").stat().st_mtime_ns == mtime  # built once, then reused
+
+
+def test_feature_lookup_streamed_in_small_batches_is_the_same_lookup(hm, tmp_path, monkeypatch):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from chunky.turf import analyses
+
+    analyses._build_lookup(hm.path / "features.parquet", tmp_path / "whole")
+    monkeypatch.setattr(analyses, "_LOOKUP_BATCH", 7)  # many batches, each with its own dictionary
+    analyses._build_lookup(hm.path / "features.parquet", tmp_path / "batched")
+    assert pq.read_table(tmp_path / "batched" / "names.parquet").equals(pq.read_table(tmp_path / "whole" / "names.parquet"))
+    ids = np.load(tmp_path / "whole" / "example_ids.npy")
+    assert len(ids) > 7
+    assert np.array_equal(np.load(tmp_path / "batched" / "example_ids.npy"), ids)
 
 
 def test_grep_accepts_feature_names_as_cooccur_does(hm, idx):

@@ -14,7 +14,8 @@ from chunky.errors import ConfigError
 from chunky.turf.build import BuildOptions, IndexBuilder
 from chunky.turf.cluster import default_k, kmeans
 from chunky.turf.index import TurfIndex, write_index_tables
-from conftest import run_cli
+
+from helpers import run_cli
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import free_port, run_cli
 
 from chunky.turf.build import BuildOptions, IndexBuilder
 from chunky.turf.index import TurfIndex
+
+from helpers import free_port, run_cli
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 ray = pytest.importorskip("ray")
@@ -99,19 +100,19 @@ def _sorted_rows(t):
 
 
 def _same_index(a: Path, b: Path) -> None:
-    r, l = TurfIndex.open(a), TurfIndex.open(b)
-    assert r.meta.counts == l.meta.counts
-    assert r.meta.data == l.meta.data
-    assert r.meta.sources == l.meta.sources
-    assert r.meta.embedder == l.meta.embedder
-    assert r.examples().equals(l.examples())
-    assert _sorted_rows(r.features()) == _sorted_rows(l.features())
-    assert r.feature_stats().equals(l.feature_stats())
-    assert r.attributes().equals(l.attributes())
+    ray_idx, local_idx = TurfIndex.open(a), TurfIndex.open(b)
+    assert ray_idx.meta.counts == local_idx.meta.counts
+    assert ray_idx.meta.data == local_idx.meta.data
+    assert ray_idx.meta.sources == local_idx.meta.sources
+    assert ray_idx.meta.embedder == local_idx.meta.embedder
+    assert ray_idx.examples().equals(local_idx.examples())
+    assert _sorted_rows(ray_idx.features()) == _sorted_rows(local_idx.features())
+    assert ray_idx.feature_stats().equals(local_idx.feature_stats())
+    assert ray_idx.attributes().equals(local_idx.attributes())
     for name in ("response_text_emb", "query_attr_emb", "response_attr_emb", "centroids"):
-        x, y = getattr(r, name)(), getattr(l, name)()
+        x, y = getattr(ray_idx, name)(), getattr(local_idx, name)()
         assert x.shape == y.shape and np.allclose(x, y, atol=1e-4), name
-    assert r.clusters().equals(l.clusters())
+    assert ray_idx.clusters().equals(local_idx.clusters())
 
 
 @pytest.mark.slow

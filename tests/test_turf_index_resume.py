@@ -15,7 +15,8 @@ import pytest
 
 from chunky.models import UsageTracker, get_model
 from chunky.turf.extract import ExtractionStore, extract_examples
-from conftest import run_cli
+
+from helpers import run_cli
 
 
 def synthetic_mix(path: Path, n: int) -> None:

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
 from test_turf_index_resume import synthetic_mix
 
 from chunky.errors import ConfigError
 from chunky.turf.build import BuildOptions, IndexBuilder, Reporter
 from chunky.turf.index import TurfIndex
+
+from helpers import run_cli
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 

@@ -146,3 +146,18 @@ def test_the_named_formats_are_stored_by_a_real_corpus_build(tmp_path):
     assert df[("response", "format:final_answer_line")] == 6
     assert df[("response", "format:calculator_annotation")] == 6
     assert ("response", "format:heading") not in df
+
+
+def test_a_response_feature_echoes_a_query_word_or_a_format_the_query_names():
+    from chunky.turf.lexical import echoes, format_name_stems
+
+    assert echoes("word:weigh", "word:weighs")  # the topic repeated
+    assert echoes("word:html", "format:html") and echoes("ngram:an html page", "format:html")
+    assert echoes("ngram:a short", "length:response:short") and echoes("word:code", "format:code_fence")
+    assert format_name_stems("format:code_fence") == {"code", "fence"}
+    assert format_name_stems("length:response:very_long") == {"very", "long"}
+    assert format_name_stems("opening:sure") == frozenset()
+    # a trigger that does not name the format is no echo: a language → fenced code, "tersely" → short answers
+    assert not echoes("word:haskell", "format:code_fence")
+    assert not echoes("ngram:answer tersely", "length:response:short")
+    assert not echoes("format:latex", "format:boxed")

@@ -89,8 +89,10 @@ def test_each_source_shows_its_strongest_signature_of_each_kind(mix):
     assert sig["big"].signatures["opening"].feature == "opening:answer"
     assert sig["small"].signatures["format"].feature == "format:code_fence"
     assert sig["small"].signatures["vocabulary"].feature == "word:elucidate"
-    assert sig["small"].signatures["query"].feature == "word:python"
-    assert sig["other"].signatures["query"].feature == "word:hello"
+    # a query's words are its vocabulary; the query kind is how it is asked (template:task:)
+    assert sig["small"].signatures["query_vocabulary"].feature == "word:python"
+    assert sig["other"].signatures["query_vocabulary"].feature == "word:hello"
+    assert "query" not in sig["small"].signatures and "query" not in sig["other"].signatures
     assert "opening" not in sig["small"].signatures  # nothing of that kind in it
     # a source's rows in the ranked list are capped, its signatures are not
     capped = mine(mix, min_count=10, max_per_source=1)

@@ -5,7 +5,6 @@ progress on stderr, and response features that carry the violation rather than e
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from typer.testing import CliRunner
 
 from chunky.turf.hits import lift_lower, log_odds_bound, wilson
 from chunky.turf.render import print_trace
-from chunky.turf.trace import NO_TRIGGER, TraceOptions, _rank_query_features, trace_sync
+from chunky.turf.trace import NO_TRIGGER, TraceOptions, rank_query_features, trace_sync
 
 from turf_handmade import query_features
 
@@ -39,7 +38,7 @@ def test_a_feature_with_lift_above_1_but_an_interval_reaching_below_1_is_no_trig
     math_ids = [e["example_id"] for e in hm.examples if e["source"] == "mathset"][:3]
     chat_ids = [e["example_id"] for e in hm.examples if e["source"] == "chat"][5:12]
     ids = np.array(math_ids + chat_ids, dtype=np.int64)
-    a = _rank_query_features(idx, "response", "x", ids, np.ones(len(ids), np.float32), ["word:plus"],
+    a = rank_query_features(idx, "response", "x", ids, np.ones(len(ids), np.float32), ["word:plus"],
                              violation=None, behaviour="answers", group="retrieved", min_hits=3,
                              prior_strength=100.0, n_examples=3, having=None)
     f = a.features[0]
@@ -102,8 +101,9 @@ def test_default_output_fits_one_screen_and_full_shows_everything(idx):
 
 
 def test_cli_progress_goes_to_stderr_and_from_run_says_where_it_saved(tmp_path, hm):
-    from chunky.cli import app
     from test_turf_trace_run import CODE_RESPONSE, make_run
+
+    from chunky.cli import app
 
     runner = CliRunner()
     r = runner.invoke(app, ["trace", str(hm.path), "-q", FAILING_QUERY, "-r", FAILING_RESPONSE, "--k-lexical", "40", "--json"])
@@ -168,7 +168,10 @@ def test_a_response_feature_that_repeats_the_querys_topic_is_no_anchor(whale_idx
 
 
 def test_with_a_rubric_the_features_its_detector_fires_on_lead(whale_idx):
-    rubric = SimpleNamespace(name="answer-line", detector=r"regex:####\s*\d+", principle="No bare answer lines.")
+    from chunky.surf.rubric import Rubric
+
+    rubric = Rubric(name="answer-line", behaviour="answer lines", principle="No bare answer lines.",
+                    detector=r"regex:####\s*\d+")
     res = trace_sync(whale_idx, WHALE_Q, WHALE_R, rubric=rubric,
                      options=TraceOptions(k_lexical=20, channels=("lexical",), feature_max_df=0.5, format_max_df=0.5))
     rfa = [a for a in res.lexical.anchors if a.anchor == "response feature"]

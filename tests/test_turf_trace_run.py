@@ -18,7 +18,7 @@ CODE_RESPONSE = "Here is an example:\n```python\ndef pronouns_demo():\n    retur
 
 
 def make_run(path, findings):
-    from chunky.store import SCORED, JUDGE_ERROR, RunStore
+    from chunky.store import JUDGE_ERROR, SCORED, RunStore
     from chunky.surf.rubric import Rubric
 
     store = RunStore.create(path)

@@ -5,19 +5,19 @@ real browser: test_web_browser.py.)"""
 from __future__ import annotations
 
 import base64
-from html import unescape
 import hashlib
 import re
 import sqlite3
 import time
+from html import unescape
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from starlette.testclient import TestClient
-
-from conftest import run_cli
 from web_fixtures import PAYLOAD, build_index, build_run
+
+from helpers import run_cli
 
 RAW_PAYLOAD = "<script>window.__pwned"
 ESCAPED_PAYLOAD = "&lt;script&gt;window.__pwned"

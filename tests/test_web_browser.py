@@ -11,11 +11,10 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-
 from playwright.sync_api import expect
-
-from conftest import TEST_OUTPUT, free_port, run_cli, serving
 from web_fixtures import PAYLOAD, build_index, build_run
+
+from helpers import TEST_OUTPUT, free_port, run_cli, serving
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = TEST_OUTPUT / "screenshots"

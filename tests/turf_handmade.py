@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-
 WORD = re.compile(r"[a-z]+")
 
 CLUSTER_TEXT = {

@@ -113,8 +113,16 @@ def build_run(root: Path, name: str = "demo-run", *, status: str = "done", itera
 
 def write_trace(path: Path, candidate_id: int) -> None:
     from chunky.turf.trace import (
-        ClusterHit, CruxTrace, FeatureHit, LexicalAnchor, LexicalChannel, LLMChannel, QueryAttribute,
-        SourceShare, TraceResult, TrainingExample,
+        ClusterHit,
+        CruxTrace,
+        FeatureHit,
+        LexicalAnchor,
+        LexicalChannel,
+        LLMChannel,
+        QueryAttribute,
+        SourceShare,
+        TraceResult,
+        TrainingExample,
     )
 
     trig = QueryAttribute("The query employs highly formal vocabulary", 4, "Formal, academic register", 0.83, 831, 3.2)
@@ -160,6 +168,7 @@ def write_trace(path: Path, candidate_id: int) -> None:
 
 def write_steer(out: Path) -> None:
     from chunky.measure.evalset import EvalExample
+    from chunky.measure.plots import save_with_figures
     from chunky.measure.stats import Estimate
     from chunky.measure.steer import ModelRow, Pair, Sample, Side, SteerConfig, SteerResult
     from chunky.measure.transforms import Prompt
@@ -175,8 +184,9 @@ def write_steer(out: Path) -> None:
         for i in range(4)
     ]
     row = ModelRow("mock", 4, 0, Estimate(0.0, 0.0, 0.0, 4), Estimate(1.0, 1.0, 1.0, 4), Estimate(1.0, 1.0, 1.0, 4), None)
-    SteerResult(config=cfg, data="grid.jsonl", metric_kind="rate", metric_unit="%", rows=[row], pairs=pairs,
-                name="latex-code").save(out)
+    result = SteerResult(config=cfg, data="grid.jsonl", metric_kind="rate", metric_unit="%", rows=[row], pairs=pairs,
+                          name="latex-code")
+    save_with_figures(result, out)
 
 
 def build_index(root: Path, name: str = "idx") -> Path:

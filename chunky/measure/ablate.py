@@ -21,10 +21,12 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
+from chunky import serde
 from chunky.errors import ChunkyError, ConfigError
 from chunky.jsonl import read_jsonl
 
@@ -105,10 +107,8 @@ class AblationManifest:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AblationManifest":
-        d = {k: v for k, v in d.items() if k not in ("format", "version")}
-        d["operations"] = [OpReport(**o) for o in d.get("operations", [])]
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any]) -> AblationManifest:
+        return serde.from_dict(cls, d, where="ablation manifest")
 
 
 def parse_downweight(spec: str) -> tuple[str, float]:
@@ -135,12 +135,9 @@ def _unit(seed: int, key: str) -> float:
 
 def conversations_from_index(idx: Any) -> Iterator[Conversation]:
     """The index's examples regrouped into conversations: consecutive rows with one id and rising turns."""
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(idx.path / "examples.parquet")
     cur: Conversation | None = None
     last_turn = -1
-    for batch in pf.iter_batches(batch_size=8192, columns=["id", "source", "turn", "query", "response"]):
+    for batch in idx.iter_examples(["id", "source", "turn", "query", "response"]):
         for r in batch.to_pylist():
             if cur is None or r["id"] != cur.id or r["turn"] <= last_turn:
                 if cur is not None:
@@ -411,12 +408,13 @@ def build_mix(index_path: str | os.PathLike[str], plan: AblationPlan, out: Path,
             if drop:
                 removed[conv.source] += 1
                 continue
-            w = weights.get(conv.source)
-            if w is None:
+            weight = weights.get(conv.source)
+            if weight is None:
                 write(conv)
                 continue
-            rep = op("downweight", f"{conv.source}:{w:g}")
-            copies = int(math.floor(w)) + (1 if _unit(plan.seed, conv.id) < w - math.floor(w) else 0)
+            rep = op("downweight", f"{conv.source}:{weight:g}")
+            whole = math.floor(weight)
+            copies = int(whole) + (1 if _unit(plan.seed, conv.id) < weight - whole else 0)
             if copies == 0:
                 bump(rep, conv.source)
                 removed[conv.source] += 1

@@ -7,8 +7,8 @@ returns a Detection with a boolean, a 0-100 score and the evidence it matched.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from chunky.errors import ConfigError
 

@@ -1,5 +1,9 @@
 """Figures of a steering result (matplotlib, Agg backend): PNG and SVG side by side.
 
+This module depends on `chunky.measure.steer` (it draws a SteerResult), never the other way round:
+`SteerResult.save` writes the data files and whoever saves a result draws its figures here
+(`save_with_figures`).
+
 - summary: per model, the rate on original vs transformed prompts and the delta with its interval
   (the paper's Figures 22/23); without a transform, the rate per model.
 - examples: one bar per prompt (the paper's Table 2 as a chart).
@@ -9,11 +13,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from chunky.measure.steer import SteerResult
-
+from chunky.measure.steer import SteerResult
 
 MAX_EXAMPLE_BARS = 60
 
@@ -21,7 +23,7 @@ MAX_EXAMPLE_BARS = 60
 def matplotlib_rc(params: dict[str, Any]) -> Any:
     import matplotlib
 
-    return matplotlib.rc_context(params)
+    return matplotlib.rc_context(params)  # type: ignore[arg-type]  # matplotlib types keys as a Literal of rc names
 
 
 def _plt() -> Any:
@@ -33,11 +35,11 @@ def _plt() -> Any:
     return plt
 
 
-def _scale(result: "SteerResult") -> float:
+def _scale(result: SteerResult) -> float:
     return 1.0 if result.metric_kind == "mean" else 100.0
 
 
-def _ylabel(result: "SteerResult") -> str:
+def _ylabel(result: SteerResult) -> str:
     return f"{result.config.metric} ({result.metric_unit})" if result.metric_kind == "mean" else f"{result.config.metric} rate (%)"
 
 
@@ -65,7 +67,7 @@ def _sane_y(ax: Any, *, signed: bool) -> None:
         ax.set_ylim(0.0, hi * 1.1 if not flat and hi > 0 else 1.0)
 
 
-def plot_summary(result: "SteerResult") -> Any:
+def plot_summary(result: SteerResult) -> Any:
     plt = _plt()
     import numpy as np
 
@@ -111,7 +113,7 @@ def plot_summary(result: "SteerResult") -> Any:
     return fig
 
 
-def _panels(result: "SteerResult") -> list[tuple[str, str, str]]:
+def _panels(result: SteerResult) -> list[tuple[str, str, str]]:
     """(model, side, title) for each panel of a per-example figure."""
     out = []
     for m in result.config.models:
@@ -142,7 +144,7 @@ def _wilson(s: Any, confidence: float) -> tuple[float, float]:
     return (0.0, 0.0) if iv is None else (100 * iv[0], 100 * iv[1])
 
 
-def plot_examples(result: "SteerResult") -> Any:
+def plot_examples(result: SteerResult) -> Any:
     plt = _plt()
     import numpy as np
 
@@ -184,7 +186,7 @@ def plot_examples(result: "SteerResult") -> Any:
     return fig
 
 
-def plot_heatmap(result: "SteerResult", xf: str, yf: str) -> Any:
+def plot_heatmap(result: SteerResult, xf: str, yf: str) -> Any:
     plt = _plt()
     import numpy as np
 
@@ -225,7 +227,7 @@ def plot_heatmap(result: "SteerResult", xf: str, yf: str) -> Any:
     return fig
 
 
-def render(result: "SteerResult", stem: Path) -> list[Path]:
+def render(result: SteerResult, stem: Path) -> list[Path]:
     """Draw the result's figure (its `plot` kind) as STEM.png and STEM.svg."""
     plt = _plt()
     if result.plot.startswith("heatmap:"):
@@ -244,3 +246,9 @@ def render(result: "SteerResult", stem: Path) -> list[Path]:
     finally:
         plt.close(fig)
     return paths
+
+
+def save_with_figures(result: SteerResult, out: Path) -> list[Path]:
+    """Everything `chunky steer` writes into OUT: steer.json and pairs.jsonl (`SteerResult.save`), then the
+    figure as steer.png and steer.svg."""
+    return [*result.save(out), *render(result, out / "steer")]

@@ -9,10 +9,13 @@ because they are not independent draws of the evaluation population.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+
+from chunky import serde
 
 DEFAULT_BOOT = 2000
 
@@ -30,8 +33,9 @@ class Estimate:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Estimate":
-        return cls(value=d.get("value"), low=d.get("low"), high=d.get("high"), n=int(d.get("n", 0)))
+    def from_dict(cls, d: dict[str, Any]) -> Estimate:
+        # Real work: a missing estimate ({}, e.g. no mean delta) reads as an undefined one over 0 examples.
+        return serde.from_dict(cls, {"value": None, "low": None, "high": None, "n": 0, **d})
 
     @property
     def defined(self) -> bool:

@@ -12,11 +12,13 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from chunky import serde
 from chunky.errors import ChunkyError, ConfigError, ModelError
 from chunky.measure.evalset import EvalExample
 from chunky.measure.metrics import Metric, parse_metric
@@ -58,10 +60,6 @@ class SteerConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SteerConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 @dataclass
@@ -74,10 +72,6 @@ class Sample:
     evidence: str = ""
     error: str | None = None
     output_tokens: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Sample":
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclass
@@ -101,13 +95,6 @@ class Side:
             "samples": [asdict(s) for s in self.samples],
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Side":
-        return cls(
-            prompt=Prompt.from_dict(d["prompt"]) if d.get("prompt") else None,
-            samples=[Sample.from_dict(s) for s in d.get("samples") or []],
-            error=d.get("error"),
-        )
 
 
 @dataclass
@@ -135,14 +122,6 @@ class Pair:
             "delta": self.delta,
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Pair":
-        return cls(
-            example=EvalExample.from_dict(d["example"]),
-            model=d["model"],
-            original=Side.from_dict(d["original"]),
-            transformed=Side.from_dict(d["transformed"]) if d.get("transformed") else None,
-        )
 
 
 @dataclass
@@ -171,21 +150,6 @@ class ModelRow:
             "vs_first": self.vs_first.to_dict() if self.vs_first else None,
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelRow":
-        def est(k: str) -> Estimate | None:
-            return Estimate.from_dict(d[k]) if d.get(k) else None
-
-        return cls(
-            model=d["model"],
-            n_examples=int(d["n_examples"]),
-            n_errors=int(d.get("n_errors", 0)),
-            original=Estimate.from_dict(d["original"]),
-            transformed=est("transformed"),
-            delta=est("delta"),
-            relative=d.get("relative"),
-            vs_first=est("vs_first"),
-        )
 
 
 @dataclass
@@ -196,7 +160,7 @@ class SteerResult:
     metric_unit: str
     rows: list[ModelRow]
     pairs: list[Pair]
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     elapsed_s: float = 0.0
     plot: str = "summary"
     name: str = ""
@@ -237,26 +201,17 @@ class SteerResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SteerResult":
+    def from_dict(cls, d: dict[str, Any]) -> SteerResult:
         if d.get("format") != FORMAT:
             raise ConfigError(f"not a chunky steering result (format {d.get('format')!r})")
-        return cls(
-            config=SteerConfig.from_dict(d["config"]),
-            data=d["data"],
-            metric_kind=d["metric"]["kind"],
-            metric_unit=d["metric"]["unit"],
-            rows=[ModelRow.from_dict(r) for r in d["rows"]],
-            pairs=[Pair.from_dict(p) for p in d.get("pairs") or []],
-            created_at=d.get("created_at", ""),
-            elapsed_s=float(d.get("elapsed_s", 0.0)),
-            plot=d.get("plot", "summary"),
-            name=d.get("name", ""),
-        )
+        # Real work: the file nests the metric's kind and unit, and may leave out the pairs (include_pairs=False).
+        metric = d.get("metric") or {}
+        flat = {**d, "metric_kind": metric.get("kind"), "metric_unit": metric.get("unit"), "pairs": d.get("pairs") or []}
+        return serde.from_dict(cls, flat, where="steering result")
 
     def save(self, out: Path) -> list[Path]:
-        """Write steer.json, pairs.jsonl, steer.png and steer.svg into `out`."""
-        from chunky.measure.plots import render
-
+        """Write steer.json and pairs.jsonl into `out`. The figures are the caller's to draw
+        (`chunky.measure.plots.save_with_figures` does both), so this module never imports the plotting one."""
         out.mkdir(parents=True, exist_ok=True)
         j = out / "steer.json"
         tmp = j.with_suffix(".json.tmp")
@@ -266,11 +221,10 @@ class SteerResult:
         with pj.open("w", encoding="utf-8") as f:
             for p in self.pairs:
                 f.write(json.dumps(flat_pair(p), ensure_ascii=False) + "\n")
-        figs = render(self, out / "steer")
-        return [j, pj, *figs]
+        return [j, pj]
 
     @classmethod
-    def load(cls, path: Path) -> "SteerResult":
+    def load(cls, path: Path) -> SteerResult:
         f = path / "steer.json" if path.is_dir() else path
         if not f.is_file():
             raise ConfigError(f"{f}: no such file (a steering result is OUT/steer.json)")

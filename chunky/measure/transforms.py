@@ -27,10 +27,12 @@ import random
 import re
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from chunky import serde
 from chunky.errors import ChunkyError, ConfigError
 from chunky.jsonl import read_jsonl
 from chunky.measure.evalset import EvalExample
@@ -59,12 +61,8 @@ class Prompt:
         return {"user": self.user, "system": self.system, "history": [m.to_dict() for m in self.history]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Prompt":
-        return cls(
-            user=d["user"],
-            system=d.get("system"),
-            history=tuple(Message(m["role"], m["content"]) for m in d.get("history") or []),
-        )
+    def from_dict(cls, d: dict[str, Any]) -> Prompt:
+        return serde.from_dict(cls, d)
 
 
 @dataclass

@@ -54,7 +54,7 @@ class AdaptiveLimit:
     async def __aexit__(self, *exc: Any) -> None:
         self._release()
 
-    def slot(self, priority: int) -> "PrioritySlot":
+    def slot(self, priority: int) -> PrioritySlot:
         """`async with limit.slot(p):` waits behind calls of a lower `p` only."""
         return PrioritySlot(self, priority)
 

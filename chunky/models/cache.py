@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from chunky import serde
 from chunky.models.types import ChatResult
 
 _SCHEMA = """
@@ -57,7 +58,7 @@ class CallCache:
         row = self._connect().execute("SELECT result FROM calls WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
-        result = ChatResult.from_dict(json.loads(row[0]))
+        result = serde.from_dict(ChatResult, json.loads(row[0]), where=f"{self.path}: cached call")
         result.cached = True
         result.latency_s = 0.0
         return result

@@ -36,14 +36,16 @@ import threading
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from chunky.errors import ConfigError, MissingExtraError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from chunky.models.base import ModelSpec
     from chunky.models.retry import RetryPolicy
 
 DEFAULT_EMBEDDER = "minilm-static"
@@ -239,7 +241,7 @@ def _distill_static(source: Path, out: Path) -> None:
     import io
 
     with contextlib.redirect_stderr(io.StringIO()):  # its per-token progress bar
-        static = distill_from_model(model=model, tokenizer=tokenizer, device="cpu", pca_dims=256)
+        static = distill_from_model(model=model, tokenizer=tokenizer, device="cpu", pca_dims=256)  # type: ignore[arg-type]
     static.save_pretrained(str(out))
 
 
@@ -409,7 +411,7 @@ class HTTPEmbedder(Embedder):
         batch_size: int = 64,
         concurrency: int = 4,
         timeout: float = 120.0,
-        retry: "RetryPolicy | None" = None,
+        retry: RetryPolicy | None = None,
     ):
         super().__init__(spec, max_tokens=max_tokens, batch_size=batch_size)
         self.base_url = base_url.rstrip("/")
@@ -578,8 +580,10 @@ def _create(spec: str, max_tokens: int, batch_size: int) -> Embedder:
     if s == "minilm":
         return SentenceTransformerEmbedder(s, str(embedded_minilm_path()), max_tokens=max_tokens, batch_size=batch_size)
     if s in ONNX_SPECS:
-        d = onnx_minilm_path()
-        return OnnxEmbedder(s, d / ONNX_SPECS[s], d / "tokenizer.json", max_tokens=max_tokens, batch_size=batch_size)
+        onnx_dir = onnx_minilm_path()
+        return OnnxEmbedder(
+            s, onnx_dir / ONNX_SPECS[s], onnx_dir / "tokenizer.json", max_tokens=max_tokens, batch_size=batch_size
+        )
     if s.startswith("static:"):
         check_spec(s)
         return StaticEmbedder(s, Path(s[len("static:"):]), max_tokens=max_tokens, batch_size=batch_size)
@@ -590,25 +594,35 @@ def _create(spec: str, max_tokens: int, batch_size: int) -> Embedder:
         except ValueError:
             raise ConfigError(f"embedder '{s}': write hash:<dim>, e.g. hash:256") from None
         return HashEmbedder(f"hash:{dim}", dim, max_tokens=max_tokens)
-    if s.startswith(("http://", "https://", "openai:")):
-        from chunky.models.registry import parse_spec
-
-        try:
-            ms = parse_spec(s)
-        except ConfigError as e:
-            raise ConfigError(f"embedder {str(e).removeprefix('model spec ')}") from None
-        if ms.provider == "openai":
-            key = os.environ.get("OPENAI_API_KEY")
-            if not key:
-                raise ConfigError(f"embedder '{s}': set OPENAI_API_KEY")
-        else:
-            key = os.environ.get("MODEL_API_KEY")
+    if s.startswith(URL_SPEC_PREFIXES):
+        ms, key = _endpoint(s)
         assert ms.base_url is not None
         return HTTPEmbedder(s, ms.base_url, ms.model, api_key=key, max_tokens=max_tokens, batch_size=batch_size)
     path = s[3:] if s.startswith("st:") else s
     if not s.startswith("st:") and not (Path(path).exists() or "/" in path):
         raise ConfigError(f"embedder '{s}': not a known spec ({KNOWN_SPECS})")
     return SentenceTransformerEmbedder(s, path, max_tokens=max_tokens, batch_size=batch_size)
+
+
+# Embedders served over HTTP: the model registry parses these specs (one definition of the URL syntax, the
+# endpoints and the key variables).
+URL_SPEC_PREFIXES = ("http://", "https://", "openai:")
+
+
+def _endpoint(spec: str) -> tuple[ModelSpec, str | None]:
+    """The parsed spec of an HTTP embedder and its key (None: send none). ConfigError for a bad spec or a
+    missing required key."""
+    from chunky.models.registry import PROVIDERS, api_key, parse_spec
+
+    try:
+        ms = parse_spec(spec)
+    except ConfigError as e:
+        raise ConfigError(f"embedder {str(e).removeprefix('model spec ')}") from None
+    info = PROVIDERS[ms.provider]
+    if info.key_default is None:  # a hosted API: its key is required
+        return ms, api_key(info, f"embedder '{spec}'")
+    # A self-hosted server gets a bearer key only when one is set (the stand-in key is for the chat SDK).
+    return ms, os.environ.get(info.key_env) if info.key_env else None
 
 
 def check_spec(spec: str) -> None:
@@ -633,15 +647,8 @@ def check_spec(spec: str) -> None:
         if d and (not d.isdigit() or int(d) < 2):
             raise ConfigError(f"embedder '{s}': write hash:<dim> with a dimension of at least 2, e.g. hash:256")
         return
-    if s.startswith(("http://", "https://", "openai:")):
-        from chunky.models.registry import parse_spec
-
-        try:
-            parse_spec(s)
-        except ConfigError as e:
-            raise ConfigError(f"embedder {str(e).removeprefix('model spec ')}") from None
-        if s.startswith("openai:") and not os.environ.get("OPENAI_API_KEY"):
-            raise ConfigError(f"embedder '{s}': set OPENAI_API_KEY")
+    if s.startswith(URL_SPEC_PREFIXES):
+        _endpoint(s)
         return
     path = s[3:] if s.startswith("st:") else s
     if s.startswith("st:") and path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():

@@ -39,9 +39,9 @@ class CallObserver(Protocol):
     """Sees every uncached provider call of a Model: a sweep uses it to hold its budget (`before_call` may
     raise to refuse a call that has not started) and to notice a role that fails for good."""
 
-    def before_call(self, model: "Model") -> None: ...
+    def before_call(self, model: Model) -> None: ...
 
-    def after_call(self, model: "Model", error: ModelError | None) -> None: ...
+    def after_call(self, model: Model, error: ModelError | None) -> None: ...
 
 
 @dataclass
@@ -74,6 +74,7 @@ class Model:
 
     @property
     def name(self) -> str:
+        assert self.provider is not None  # set in __post_init__
         return str(self.provider.spec)
 
     def _slot(self) -> Any:
@@ -114,22 +115,22 @@ class Model:
     async def run(self, request: ChatRequest, *, use_cache: bool | None = None) -> ChatResult:
         provider = self.provider
         assert provider is not None
-        caching = (self.use_cache if use_cache is None else use_cache) and self.cache is not None
+        cache = self.cache if (self.use_cache if use_cache is None else use_cache) else None
         # The key hashes the whole request; only pay for it when the cache is in use.
-        key = request.cache_key(provider.name, provider.spec.model, provider.endpoint) if caching else ""
-        if caching:
-            hit = await asyncio.to_thread(self.cache.get, key) if self._threaded_cache else self.cache.get(key)
+        key = request.cache_key(provider.name, provider.spec.model, provider.endpoint) if cache else ""
+        if cache is not None:
+            hit = await asyncio.to_thread(cache.get, key) if self._threaded_cache else cache.get(key)
             if hit is not None:
-                self.usage.record(self.role, input_tokens=0, output_tokens=0, cost=0.0, cached=True)
+                self.usage.record(self.role, hit)
                 return hit
         result = await self._call(request)
         if request.json_schema is not None:
             result = await self._ensure_structured(request, result)
-        if caching:
+        if cache is not None:
             if self._threaded_cache:
-                await asyncio.to_thread(self.cache.put, key, result)
+                await asyncio.to_thread(cache.put, key, result)
             else:
-                self.cache.put(key, result)
+                cache.put(key, result)
         return result
 
     # Remote calls take long enough that a thread hop for SQLite is free; for the in-process mock
@@ -192,13 +193,7 @@ class Model:
             result.usage.cost_usd = cost_of(
                 provider.name, provider.spec.model, result.usage.input_tokens, result.usage.output_tokens
             )
-        self.usage.record(
-            self.role,
-            input_tokens=result.usage.input_tokens,
-            output_tokens=result.usage.output_tokens,
-            cost=result.usage.cost_usd,
-            cached=False,
-        )
+        self.usage.record(self.role, result)
         return result
 
     async def preflight(self) -> None:
@@ -245,10 +240,7 @@ class Model:
                 raw_text=second.text,
             )
         second.parsed = value
-        second.usage.input_tokens += result.usage.input_tokens
-        second.usage.output_tokens += result.usage.output_tokens
-        if second.usage.cost_usd is not None and result.usage.cost_usd is not None:
-            second.usage.cost_usd += result.usage.cost_usd
+        second.usage = second.usage.plus(result.usage)
         second.latency_s += result.latency_s
         second.attempts += result.attempts
         return second

@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 from chunky.errors import ModelError
 from chunky.models.base import ProviderError
@@ -27,7 +28,7 @@ class RetryPolicy:
     max_retry_after: float = 300.0
 
     @classmethod
-    def from_env(cls) -> "RetryPolicy":
+    def from_env(cls) -> RetryPolicy:
         """Defaults, overridable with CHUNKY_MAX_ATTEMPTS and CHUNKY_RETRY_BASE_DELAY."""
         import os
 

@@ -46,7 +46,7 @@ class GenerateConfig:
     # llama.cpp only; the embedded SmolLM2 loops on long answers without ~1.2.
     repeat_penalty: float | None = None
 
-    def merged(self, other: "GenerateConfig | None" = None, **overrides: Any) -> "GenerateConfig":
+    def merged(self, other: GenerateConfig | None = None, **overrides: Any) -> GenerateConfig:
         """`self` with every non-default field of `other` and every non-None override applied."""
         out = self
         if other is not None:
@@ -95,13 +95,21 @@ class ChatRequest:
 
 @dataclass
 class Usage:
+    """One call's reading, as the provider reports it (and the call cache stores it). Tallies of many calls are
+    `chunky.models.accounting.RoleUsage`."""
+
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float | None = None
+    cost_usd: float | None = None  # None: no known price
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def plus(self, other: Usage) -> Usage:
+        """Two calls answered as one (a structured call and its repair); the cost is unknown if either's is."""
+        cost = None if self.cost_usd is None or other.cost_usd is None else self.cost_usd + other.cost_usd
+        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens, cost)
 
 
 @dataclass
@@ -125,27 +133,4 @@ class ChatResult:
     attempts: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ChatResult":
-        usage = Usage(**d.get("usage", {}))
-        lps = d.get("logprobs")
-        logprobs = (
-            [TokenLogprob(t["token"], t["logprob"], [tuple(x) for x in t.get("top", [])]) for t in lps]
-            if lps
-            else None
-        )
-        return cls(
-            text=d["text"],
-            model=d["model"],
-            provider=d["provider"],
-            finish_reason=d.get("finish_reason"),
-            usage=usage,
-            cached=d.get("cached", False),
-            latency_s=d.get("latency_s", 0.0),
-            parsed=d.get("parsed"),
-            logprobs=logprobs,
-            attempts=d.get("attempts", 1),
-        )
+        return asdict(self)

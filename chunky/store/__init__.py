@@ -1,6 +1,7 @@
 """The SURF run store (SQLite, WAL) and its exports. Every reader of a run directory goes through here."""
 
 from chunky.store.records import (
+    ERROR_STATUSES,
     FINAL_STATUSES,
     GENERATION_FAILED,
     JUDGE_ERROR,
@@ -8,23 +9,30 @@ from chunky.store.records import (
     SCORED,
     TARGET_ERROR,
     BufferEntry,
+    CandidateMatches,
     CandidateRecord,
+    CandidateSearch,
     IterationRecord,
+    IterationScores,
     NewCandidate,
     RobustnessRow,
     RobustnessSample,
     RunRecord,
     StoreStatus,
 )
-from chunky.store.runstore import DB_NAME, RESULTS_NAME, SCHEMA_VERSION, RunStore
+from chunky.store.runstore import DB_NAME, RESULTS_NAME, SCHEMA_VERSION, RunStore, file_state
 
 __all__ = [
     "BufferEntry",
+    "CandidateMatches",
     "CandidateRecord",
+    "CandidateSearch",
     "DB_NAME",
+    "ERROR_STATUSES",
     "FINAL_STATUSES",
     "GENERATION_FAILED",
     "IterationRecord",
+    "IterationScores",
     "JUDGE_ERROR",
     "NewCandidate",
     "REJECTED",
@@ -37,4 +45,5 @@ __all__ = [
     "SCORED",
     "StoreStatus",
     "TARGET_ERROR",
+    "file_state",
 ]

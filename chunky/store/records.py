@@ -14,6 +14,7 @@ TARGET_ERROR = "target_error"  # the target call failed for good
 REJECTED = "rejected"  # the generated query was unusable and replaced by a fresh draw
 GENERATION_FAILED = "generation_failed"  # the slot ran out of fresh draws
 FINAL_STATUSES = (SCORED, JUDGE_ERROR, TARGET_ERROR, GENERATION_FAILED)
+ERROR_STATUSES = (JUDGE_ERROR, TARGET_ERROR, GENERATION_FAILED)  # final, but without a judgment
 
 
 @dataclass
@@ -151,6 +152,43 @@ class RobustnessSample:
     score: float | None
     reasoning: str | None
     error: str | None
+
+
+@dataclass
+class IterationScores:
+    """Per (parallel run, iteration), over every committed candidate, the iteration still running included
+    (`RunStore.iteration_scores`): what the explorer's charts plot."""
+
+    run_id: int
+    iteration: int
+    best: float | None  # max score of the scored candidates
+    scored: int
+    violations: int  # scored above the `violation` threshold asked for
+    strong: int  # scored above the `strong` threshold asked for
+    updated: float | None  # the latest finished_at (or created_at) among its candidates
+
+
+@dataclass(frozen=True)
+class CandidateSearch:
+    """Which candidates `RunStore.search_candidates` matches, and in what order. Rejected drafts never match.
+    Frozen: callers use it as a cache key."""
+
+    text: str = ""  # substring of the query, response, reasoning or an attribute (case-insensitive)
+    min_score: float | None = None  # score >= this
+    score_above: float | None = None  # score > this (the violation thresholds are strict)
+    run_id: int | None = None
+    iteration: int | None = None
+    statuses: tuple[str, ...] = ()  # empty: any status
+    sort: str = "score"  # score (best first) | iteration | recent; anything else sorts by score
+    distinct: bool = False  # only the best-scoring candidate of each query text
+
+
+@dataclass
+class CandidateMatches:
+    """One page of a search: the matching ids in display order, and how many match in all."""
+
+    ids: list[int]
+    total: int
 
 
 @dataclass

@@ -11,8 +11,9 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, TypeVar
 
 from chunky.errors import ChunkyError, ConfigError
 from chunky.store.records import (
@@ -22,8 +23,11 @@ from chunky.store.records import (
     SCORED,
     TARGET_ERROR,
     BufferEntry,
+    CandidateMatches,
     CandidateRecord,
+    CandidateSearch,
     IterationRecord,
+    IterationScores,
     NewCandidate,
     RobustnessRow,
     RobustnessSample,
@@ -75,34 +79,102 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+R = TypeVar("R")
+
 _CAND_COLS = (
     "id, run_id, iteration, slot, attempt, attributes, weighted, explore, query, response, score, reasoning, "
     "error, gate, usage, judge_samples, created_at, finished_at, status"
 )
+_ITER_COLS = (
+    "run_id, iteration, status, started_at, finished_at, scored, errors, rejected, violations, best_score, "
+    "buffer_mean, buffer_digest"
+)
+
+# Display orders of `search_candidates` (CandidateSearch.sort); the trailing keys make every order total.
+_SCORE_ORDER = "score IS NULL, score DESC, iteration, run_id, slot, attempt"
+_ORDERS = {
+    "score": _SCORE_ORDER,
+    "iteration": "iteration, run_id, slot, attempt",
+    "recent": "coalesce(finished_at, created_at) DESC, id DESC",
+}
+# The narrow columns a search sorts on (sorting whole rows, responses and all, costs several times more).
+_SORT_COLS = "id, score, iteration, run_id, slot, attempt, finished_at, created_at"
 
 
-def _candidate(row: tuple) -> CandidateRecord:
+def _record(cls: type[R], row: sqlite3.Row) -> R:
+    """A record dataclass from a row whose column names are its field names."""
+    return cls(**{k: row[k] for k in row.keys()})
+
+
+def _candidate(row: sqlite3.Row) -> CandidateRecord:
     return CandidateRecord(
-        id=row[0],
-        run_id=row[1],
-        iteration=row[2],
-        slot=row[3],
-        attempt=row[4],
-        attributes=loads(row[5], []),
-        weighted_attributes=loads(row[6], []),
-        explore_attributes=loads(row[7], []),
-        query=row[8],
-        response=row[9],
-        score=row[10],
-        reasoning=row[11],
-        error=row[12],
-        gate=loads(row[13]),
-        usage=loads(row[14], {}),
-        judge_samples=loads(row[15], []),
-        created_at=row[16],
-        finished_at=row[17],
-        status=row[18],
+        id=row["id"],
+        run_id=row["run_id"],
+        iteration=row["iteration"],
+        slot=row["slot"],
+        attempt=row["attempt"],
+        attributes=loads(row["attributes"], []),
+        weighted_attributes=loads(row["weighted"], []),
+        explore_attributes=loads(row["explore"], []),
+        query=row["query"],
+        response=row["response"],
+        score=row["score"],
+        reasoning=row["reasoning"],
+        error=row["error"],
+        gate=loads(row["gate"]),
+        usage=loads(row["usage"], {}),
+        judge_samples=loads(row["judge_samples"], []),
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        status=row["status"],
     )
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') matching `text` anywhere."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _search_where(f: CandidateSearch) -> tuple[str, list[Any]]:
+    where: list[str] = [f"status <> '{REJECTED}'"]
+    args: list[Any] = []
+    if f.text:
+        where.append(
+            "(query LIKE ? ESCAPE '\\' OR response LIKE ? ESCAPE '\\' OR reasoning LIKE ? ESCAPE '\\' "
+            "OR attributes LIKE ? ESCAPE '\\')"
+        )
+        args += [_like(f.text)] * 3
+        # attributes are stored as JSON text: match the JSON-escaped form of the search text
+        args.append(_like(json.dumps(f.text, ensure_ascii=False)[1:-1]))
+    if f.min_score is not None:
+        where.append("score >= ?")
+        args.append(f.min_score)
+    if f.run_id is not None:
+        where.append("run_id = ?")
+        args.append(f.run_id)
+    if f.iteration is not None:
+        where.append("iteration = ?")
+        args.append(f.iteration)
+    if f.statuses:
+        where.append(f"status IN ({','.join('?' * len(f.statuses))})")
+        args += list(f.statuses)
+    if f.score_above is not None:
+        where.append("score > ?")
+        args.append(f.score_above)
+    return " AND ".join(where), args
+
+
+def file_state(directory: str | Path) -> tuple[tuple[int, int] | None, ...]:
+    """What changes whenever the run store changes: size and mtime of run.sqlite and its WAL. (A commit
+    appends to the WAL; a checkpoint rewrites the main file.) Readers key their caches on it."""
+    out: list[tuple[int, int] | None] = []
+    for name in (DB_NAME, DB_NAME + "-wal"):
+        try:
+            s = os.stat(Path(directory) / name)
+            out.append((s.st_mtime_ns, s.st_size))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
 
 
 class RunStore:
@@ -112,10 +184,11 @@ class RunStore:
         self.dir = directory
         self.path = directory / DB_NAME
         self.conn = conn
+        self.conn.row_factory = sqlite3.Row  # every read below names its columns
 
     # ---- opening
     @classmethod
-    def open(cls, directory: str | Path, *, create: bool = False) -> "RunStore":
+    def open(cls, directory: str | Path, *, create: bool = False) -> RunStore:
         d = Path(directory)
         db = d / DB_NAME
         if not db.exists():
@@ -139,7 +212,7 @@ class RunStore:
         return store
 
     @classmethod
-    def open_readonly(cls, directory: str | Path) -> "RunStore":
+    def open_readonly(cls, directory: str | Path) -> RunStore:
         """Open a run for reading only (`mode=ro`, `query_only`): safe while `chunky surf` is writing it, and
         never migrates, so an older or newer schema is a clear error instead of a silent upgrade."""
         d = Path(directory)
@@ -150,9 +223,10 @@ class RunStore:
             conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
         except sqlite3.DatabaseError as e:
             raise ChunkyError(f"{db}: not a readable run database ({e})") from None
+        store = cls(d, conn)
         try:
             conn.execute("PRAGMA query_only=ON")
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            version = store.schema_version
             if version > SCHEMA_VERSION:
                 raise ChunkyError(f"{db}: written by a newer chunky (schema {version}; this one reads up to {SCHEMA_VERSION})")
             if version == 0:
@@ -169,23 +243,23 @@ class RunStore:
         except ChunkyError:
             conn.close()
             raise
-        return cls(d, conn)
+        return store
 
     @classmethod
-    def create(cls, directory: str | Path) -> "RunStore":
+    def create(cls, directory: str | Path) -> RunStore:
         return cls.open(directory, create=True)
 
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def _migrate(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        version = self.schema_version
         if version > SCHEMA_VERSION:
             raise ChunkyError(
                 f"{self.path}: written by a newer chunky (schema {version}, this one reads up to {SCHEMA_VERSION})"
@@ -198,7 +272,7 @@ class RunStore:
 
     @property
     def schema_version(self) -> int:
-        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        return int(self.conn.execute("PRAGMA user_version").fetchone()["user_version"])
 
     class _Tx:
         def __init__(self, conn: sqlite3.Connection):
@@ -211,7 +285,7 @@ class RunStore:
         def __exit__(self, exc_type: Any, *rest: Any) -> None:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
-    def _tx(self) -> "RunStore._Tx":
+    def _tx(self) -> RunStore._Tx:
         return RunStore._Tx(self.conn)
 
     # ---- meta
@@ -225,12 +299,12 @@ class RunStore:
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        return default if row is None else json.loads(row["value"])
 
     @property
     def meta(self) -> dict[str, Any]:
         """Every meta key: `config`, `rubric`, `models`, `seed`, `versions`, `status`, `created_at`, `usage`..."""
-        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta ORDER BY key")}
+        return {r["key"]: json.loads(r["value"]) for r in self.conn.execute("SELECT key, value FROM meta ORDER BY key")}
 
     @property
     def rubric_name(self) -> str | None:
@@ -245,8 +319,9 @@ class RunStore:
     # ---- runs and iterations
     def set_run(self, run_id: int, status: str, *, stopped_reason: str | None = None) -> None:
         now = time.time()
-        best, done = self.conn.execute(
-            "SELECT MAX(best_score), COUNT(*) FILTER (WHERE status = 'done') FROM iterations WHERE run_id = ?",
+        row = self.conn.execute(
+            "SELECT MAX(best_score) AS best, COUNT(*) FILTER (WHERE status = 'done') AS done FROM iterations "
+            "WHERE run_id = ?",
             (run_id,),
         ).fetchone()
         self.conn.execute(
@@ -254,12 +329,12 @@ class RunStore:
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, "
             "iterations_done = excluded.iterations_done, best_score = excluded.best_score, "
             "stopped_reason = excluded.stopped_reason, updated_at = excluded.updated_at",
-            (run_id, status, done or 0, best, stopped_reason, now),
+            (run_id, status, row["done"] or 0, row["best"], stopped_reason, now),
         )
 
     def runs(self) -> list[RunRecord]:
         return [
-            RunRecord(*row)
+            _record(RunRecord, row)
             for row in self.conn.execute(
                 "SELECT run_id, status, iterations_done, best_score, stopped_reason, updated_at FROM runs ORDER BY run_id"
             )
@@ -287,22 +362,24 @@ class RunStore:
                 "INSERT INTO buffer (run_id, iteration, candidate_id, rank) VALUES (?, ?, ?, ?)",
                 [(run_id, iteration, cid, rank) for rank, (cid, _) in enumerate(buffer)],
             )
-            scored, errors, rejected, best = self.conn.execute(
-                "SELECT COUNT(*) FILTER (WHERE status = 'scored'), "
-                "COUNT(*) FILTER (WHERE status IN ('judge_error', 'target_error', 'generation_failed')), "
-                "COUNT(*) FILTER (WHERE status = 'rejected'), MAX(score) "
+            counts = self.conn.execute(
+                "SELECT COUNT(*) FILTER (WHERE status = 'scored') AS scored, "
+                "COUNT(*) FILTER (WHERE status IN ('judge_error', 'target_error', 'generation_failed')) AS errors, "
+                "COUNT(*) FILTER (WHERE status = 'rejected') AS rejected, MAX(score) AS best "
                 "FROM candidates WHERE run_id = ? AND iteration = ?",
                 (run_id, iteration),
             ).fetchone()
             violations = self.conn.execute(
-                "SELECT COUNT(*) FROM candidates WHERE run_id = ? AND iteration = ? AND status = 'scored' AND score > 50",
+                "SELECT COUNT(*) AS n FROM candidates WHERE run_id = ? AND iteration = ? AND status = 'scored' "
+                "AND score > 50",
                 (run_id, iteration),
-            ).fetchone()[0]
+            ).fetchone()["n"]
             mean = sum(s for _, s in buffer) / len(buffer) if buffer else None
             self.conn.execute(
                 "UPDATE iterations SET status = 'done', finished_at = ?, scored = ?, errors = ?, rejected = ?, "
                 "violations = ?, best_score = ?, buffer_mean = ? WHERE run_id = ? AND iteration = ?",
-                (time.time(), scored, errors, rejected, violations, best, mean, run_id, iteration),
+                (time.time(), counts["scored"], counts["errors"], counts["rejected"], violations, counts["best"], mean,
+                 run_id, iteration),
             )
         rec = self.iteration(run_id, iteration)
         assert rec is not None
@@ -310,22 +387,42 @@ class RunStore:
 
     def iteration(self, run_id: int, iteration: int) -> IterationRecord | None:
         row = self.conn.execute(
-            "SELECT run_id, iteration, status, started_at, finished_at, scored, errors, rejected, violations, "
-            "best_score, buffer_mean, buffer_digest FROM iterations WHERE run_id = ? AND iteration = ?",
-            (run_id, iteration),
+            f"SELECT {_ITER_COLS} FROM iterations WHERE run_id = ? AND iteration = ?", (run_id, iteration)
         ).fetchone()
-        return IterationRecord(*row) if row else None
+        return _record(IterationRecord, row) if row else None
 
     def iterations(self, run_id: int | None = None) -> list[IterationRecord]:
-        sql = (
-            "SELECT run_id, iteration, status, started_at, finished_at, scored, errors, rejected, violations, "
-            "best_score, buffer_mean, buffer_digest FROM iterations"
-        )
+        sql = f"SELECT {_ITER_COLS} FROM iterations"
         args: tuple = ()
         if run_id is not None:
             sql += " WHERE run_id = ?"
             args = (run_id,)
-        return [IterationRecord(*r) for r in self.conn.execute(sql + " ORDER BY run_id, iteration", args)]
+        return [_record(IterationRecord, r) for r in self.conn.execute(sql + " ORDER BY run_id, iteration", args)]
+
+    def iteration_scores(self, violation: float, strong: float) -> list[IterationScores]:
+        """Per (parallel run, iteration), from the candidates themselves (so the iteration still running counts
+        too): best score, scored candidates, and those scored above `violation` and above `strong`."""
+        rows = self.conn.execute(
+            "SELECT run_id, iteration, MAX(score) FILTER (WHERE status = ?) AS best, "
+            "COUNT(*) FILTER (WHERE status = ?) AS scored, "
+            "COUNT(*) FILTER (WHERE status = ? AND score > ?) AS violations, "
+            "COUNT(*) FILTER (WHERE status = ? AND score > ?) AS strong, "
+            "MAX(coalesce(finished_at, created_at)) AS updated "
+            "FROM candidates GROUP BY run_id, iteration ORDER BY run_id, iteration",
+            (SCORED, SCORED, SCORED, violation, SCORED, strong),
+        ).fetchall()
+        return [
+            IterationScores(
+                run_id=int(r["run_id"]),
+                iteration=int(r["iteration"]),
+                best=r["best"],
+                scored=int(r["scored"]),
+                violations=int(r["violations"]),
+                strong=int(r["strong"]),
+                updated=r["updated"],
+            )
+            for r in rows
+        ]
 
     # ---- candidates
     def add_candidate(self, **fields: Any) -> int:
@@ -372,7 +469,7 @@ class RunStore:
                 "SELECT id FROM candidates WHERE run_id = ? AND iteration = ? AND slot = ? AND attempt = ?",
                 (c.run_id, c.iteration, c.slot, c.attempt),
             ).fetchone()
-            return int(row[0])
+            return int(row["id"])
         return int(cur.lastrowid or 0)
 
     def slot_attempts(self, run_id: int, iteration: int) -> dict[int, list[CandidateRecord]]:
@@ -389,6 +486,47 @@ class RunStore:
     def candidate(self, candidate_id: int) -> CandidateRecord | None:
         row = self.conn.execute(f"SELECT {_CAND_COLS} FROM candidates WHERE id = ?", (candidate_id,)).fetchone()
         return _candidate(row) if row else None
+
+    def candidates_by_id(self, ids: list[int], chunk: int = 500) -> Iterator[CandidateRecord]:
+        """The records of `ids`, in that order; unknown ids are skipped. Fetched in chunks: SQLite limits the
+        number of bound parameters."""
+        for i in range(0, len(ids), chunk):
+            part = ids[i : i + chunk]
+            rows = self.conn.execute(
+                f"SELECT {_CAND_COLS} FROM candidates WHERE id IN ({','.join('?' * len(part))})", part
+            ).fetchall()
+            by_id = {r["id"]: r for r in rows}
+            for cid in part:
+                if cid in by_id:
+                    yield _candidate(by_id[cid])
+
+    def search_candidates(self, f: CandidateSearch, limit: int, offset: int = 0) -> CandidateMatches:
+        """One page of the candidates matching `f` (ids in display order) and the number of matches; limit -1:
+        every match.
+
+        One scan: only the narrow sort columns are sorted, and the matches are counted alongside. NOT INDEXED:
+        the partial score index would turn the scan into one random table lookup per row."""
+        clause, args = _search_where(f)
+        inner = f"SELECT {_SORT_COLS} FROM candidates NOT INDEXED WHERE {clause}"
+        if f.distinct:
+            inner = (
+                f"SELECT {_SORT_COLS} FROM (SELECT {_SORT_COLS}, row_number() OVER (PARTITION BY "
+                f"trim(coalesce(query, '')) ORDER BY {_SCORE_ORDER}) AS rn FROM candidates NOT INDEXED "
+                f"WHERE {clause}) WHERE rn = 1"
+            )
+        hits = self.conn.execute(
+            f"SELECT id, COUNT(*) OVER () AS total FROM ({inner}) ORDER BY {_ORDERS.get(f.sort, _SCORE_ORDER)} "
+            "LIMIT ? OFFSET ?",
+            args + [limit, offset],
+        ).fetchall()
+        if hits:
+            total = int(hits[0]["total"])
+        elif offset:
+            # past the last page: the window count has no row to ride on
+            total = int(self.conn.execute(f"SELECT COUNT(*) AS n FROM ({inner})", args).fetchone()["n"])
+        else:
+            total = 0
+        return CandidateMatches(ids=[h["id"] for h in hits], total=total)
 
     def candidates(
         self,
@@ -408,7 +546,8 @@ class RunStore:
         status: str | Iterable[str] | None = None,
         limit: int | None = None,
     ) -> Iterator[CandidateRecord]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if run_id is not None:
             where.append("run_id = ?")
             args.append(run_id)
@@ -464,14 +603,21 @@ class RunStore:
         """The replay buffer after `iteration` (default: the last finished iteration of the run)."""
         if iteration is None:
             row = self.conn.execute(
-                "SELECT MAX(iteration) FROM iterations WHERE run_id = ? AND status = 'done'", (run_id,)
+                "SELECT MAX(iteration) AS last FROM iterations WHERE run_id = ? AND status = 'done'", (run_id,)
             ).fetchone()
-            if row[0] is None:
+            if row["last"] is None:
                 return []
-            iteration = int(row[0])
+            iteration = int(row["last"])
         return [
-            BufferEntry(run_id, iteration, rank, cid, score, loads(attrs, []))
-            for rank, cid, score, attrs in self.conn.execute(
+            BufferEntry(
+                run_id=run_id,
+                iteration=iteration,
+                rank=r["rank"],
+                candidate_id=r["candidate_id"],
+                score=r["score"],
+                attributes=loads(r["attributes"], []),
+            )
+            for r in self.conn.execute(
                 "SELECT b.rank, b.candidate_id, c.score, c.attributes FROM buffer b JOIN candidates c "
                 "ON c.id = b.candidate_id WHERE b.run_id = ? AND b.iteration = ? ORDER BY b.rank",
                 (run_id, iteration),
@@ -481,32 +627,33 @@ class RunStore:
     def final_buffers(self) -> list[BufferEntry]:
         """Every run's last buffer: the pipeline's output prompts."""
         out: list[BufferEntry] = []
-        for (run_id,) in self.conn.execute("SELECT DISTINCT run_id FROM iterations ORDER BY run_id").fetchall():
-            out.extend(self.buffer(run_id))
+        for r in self.conn.execute("SELECT DISTINCT run_id FROM iterations ORDER BY run_id").fetchall():
+            out.extend(self.buffer(r["run_id"]))
         return out
 
     def weights(self, run_id: int, iteration: int) -> dict[str, float]:
-        return dict(
-            self.conn.execute(
+        return {
+            r["attribute"]: r["weight"]
+            for r in self.conn.execute(
                 "SELECT attribute, weight FROM weights WHERE run_id = ? AND iteration = ? ORDER BY weight DESC, attribute",
                 (run_id, iteration),
-            ).fetchall()
-        )
+            )
+        }
 
     def spent_calls(self) -> tuple[int, float]:
         """Uncached model calls and their cost recorded in candidates so far (for --max-calls/--max-cost)."""
         calls, cost = 0, 0.0
-        for (u,) in self.conn.execute("SELECT usage FROM candidates"):
-            for role in loads(u, {}).values():
+        for r in self.conn.execute("SELECT usage FROM candidates"):
+            for role in loads(r["usage"], {}).values():
                 calls += int(role.get("calls", 0)) - int(role.get("cached", 0))
                 cost += float(role.get("cost_usd") or 0.0)
         return calls, cost
 
     def usage_by_run(self) -> dict[int, dict[str, dict[str, float]]]:
         out: dict[int, dict[str, dict[str, float]]] = {}
-        for run_id, u in self.conn.execute("SELECT run_id, usage FROM candidates"):
-            per = out.setdefault(run_id, {})
-            for role, d in loads(u, {}).items():
+        for r in self.conn.execute("SELECT run_id, usage FROM candidates"):
+            per = out.setdefault(r["run_id"], {})
+            for role, d in loads(r["usage"], {}).items():
                 acc = per.setdefault(role, {"calls": 0, "cached": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0})
                 for k in acc:
                     acc[k] += d.get(k) or 0
@@ -520,12 +667,13 @@ class RunStore:
         )
 
     def robust_variants(self, candidate_id: int) -> dict[int, str]:
-        return dict(
-            self.conn.execute(
+        return {
+            r["variant"]: r["prompt"]
+            for r in self.conn.execute(
                 "SELECT variant, prompt FROM robustness_variants WHERE candidate_id = ? AND error IS NULL ORDER BY variant",
                 (candidate_id,),
-            ).fetchall()
-        )
+            )
+        }
 
     def add_robust_sample(self, s: RobustnessSample) -> None:
         self.conn.execute(
@@ -536,7 +684,7 @@ class RunStore:
 
     def robust_done(self, candidate_id: int, variant: int) -> set[int]:
         return {
-            r[0]
+            r["sample_index"]
             for r in self.conn.execute(
                 "SELECT sample_index FROM robustness WHERE candidate_id = ? AND variant = ?", (candidate_id, variant)
             )
@@ -548,13 +696,13 @@ class RunStore:
         if variant is not None:
             sql += " AND variant = ?"
             args.append(variant)
-        return [RobustnessSample(*r) for r in self.conn.execute(sql + " ORDER BY variant, sample_index", args)]
+        return [_record(RobustnessSample, r) for r in self.conn.execute(sql + " ORDER BY variant, sample_index", args)]
 
     def robustness(self, candidate_id: int | None = None, threshold: float = 50.0) -> list[RobustnessRow]:
         """Per prompt variant: samples, violations (score > threshold) and failure rate over judged samples."""
         sql = (
-            "SELECT v.candidate_id, v.variant, v.prompt, COUNT(r.sample_index), COUNT(r.score), "
-            "COUNT(*) FILTER (WHERE r.score > ?), COUNT(r.error), AVG(r.score) "
+            "SELECT v.candidate_id, v.variant, v.prompt, COUNT(r.sample_index) AS samples, COUNT(r.score) AS judged, "
+            "COUNT(*) FILTER (WHERE r.score > ?) AS violations, COUNT(r.error) AS errors, AVG(r.score) AS mean "
             "FROM robustness_variants v LEFT JOIN robustness r ON r.candidate_id = v.candidate_id AND r.variant = v.variant "
             "WHERE v.error IS NULL"
         )
@@ -564,18 +712,18 @@ class RunStore:
             args.append(candidate_id)
         sql += " GROUP BY v.candidate_id, v.variant ORDER BY v.candidate_id, v.variant"
         rows = []
-        for cid, variant, prompt, n, judged, viol, errs, mean in self.conn.execute(sql, args):
+        for r in self.conn.execute(sql, args):
             rows.append(
                 RobustnessRow(
-                    candidate_id=cid,
-                    variant=variant,
-                    prompt=prompt,
-                    samples=n,
-                    judged=judged,
-                    violations=viol,
-                    errors=errs,
-                    mean_score=mean,
-                    failure_rate=(viol / judged) if judged else None,
+                    candidate_id=r["candidate_id"],
+                    variant=r["variant"],
+                    prompt=r["prompt"],
+                    samples=r["samples"],
+                    judged=r["judged"],
+                    violations=r["violations"],
+                    errors=r["errors"],
+                    mean_score=r["mean"],
+                    failure_rate=(r["violations"] / r["judged"]) if r["judged"] else None,
                     threshold=threshold,
                 )
             )
@@ -590,8 +738,8 @@ class RunStore:
 
     def traces(self, candidate_id: int) -> dict[str, dict[str, Any]]:
         return {
-            ch: json.loads(js)
-            for ch, js in self.conn.execute(
+            r["channel"]: json.loads(r["json"])
+            for r in self.conn.execute(
                 "SELECT channel, json FROM traces WHERE candidate_id = ? ORDER BY channel", (candidate_id,)
             )
         }
@@ -599,20 +747,21 @@ class RunStore:
     # ---- summaries and exports
     def status(self) -> StoreStatus:
         row = self.conn.execute(
-            "SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'scored'), "
-            f"COUNT(*) FILTER (WHERE status IN ('{JUDGE_ERROR}', '{TARGET_ERROR}', '{GENERATION_FAILED}')), "
-            f"COUNT(*) FILTER (WHERE status = '{REJECTED}'), "
-            f"COUNT(*) FILTER (WHERE status = '{SCORED}' AND score > 50), MAX(score) FROM candidates"
+            "SELECT COUNT(*) AS candidates, COUNT(*) FILTER (WHERE status = 'scored') AS scored, "
+            f"COUNT(*) FILTER (WHERE status IN ('{JUDGE_ERROR}', '{TARGET_ERROR}', '{GENERATION_FAILED}')) AS errors, "
+            f"COUNT(*) FILTER (WHERE status = '{REJECTED}') AS rejected, "
+            f"COUNT(*) FILTER (WHERE status = '{SCORED}' AND score > 50) AS violations, MAX(score) AS best "
+            "FROM candidates"
         ).fetchone()
         return StoreStatus(
             status=self.get_meta("status", "unknown"),
             runs=self.runs(),
-            candidates=row[0],
-            scored=row[1],
-            errors=row[2],
-            rejected=row[3],
-            violations=row[4],
-            best_score=row[5],
+            candidates=row["candidates"],
+            scored=row["scored"],
+            errors=row["errors"],
+            rejected=row["rejected"],
+            violations=row["violations"],
+            best_score=row["best"],
             usage=self.get_meta("usage", {}),
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -229,7 +229,7 @@ def build_suite(opts: BuildOptions) -> tuple[SuiteMeta, list[Case]]:
     gen: dict[str, Any] = next((p["target_sampling"] for p in provenance if p.get("target_sampling")), {})
     meta = SuiteMeta(
         name=opts.name or opts.out.name,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         chunky_version=__version__,
         cases=len(cases),
         suite_id=suite_id(cases),

@@ -15,11 +15,13 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from chunky import serde
 from chunky.errors import ConfigError, ModelError
 from chunky.measure.stats import Estimate, newcombe_delta, paired_bootstrap_delta, wilson_interval
 from chunky.suite.records import CHECK_FORMAT, CHECK_VERSION, Case, Rate, Scorer, Suite
@@ -50,9 +52,6 @@ class CheckConfig:
             d.pop(k)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CheckConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -63,14 +62,6 @@ class SampleResult:
     score: float | None = None
     evidence: str = ""
     error: str | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SampleResult":
-        hit = d.get("hit")
-        score = d.get("score")
-        return cls(sample_index=int(d["sample_index"]), response=d.get("response"),
-                   hit=None if hit is None else bool(hit), score=None if score is None else float(score),
-                   evidence=str(d.get("evidence") or ""), error=d.get("error"))
 
 
 @dataclass
@@ -112,11 +103,9 @@ class CaseResult:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], confidence: float = 0.95) -> "CaseResult":
-        return cls(
-            id=d["id"], prompt=d.get("prompt") or "", system=d.get("system"), scorer=d.get("scorer") or "",
-            samples=[SampleResult.from_dict(s) for s in d.get("samples") or []], confidence=confidence,
-        )
+    def from_dict(cls, d: dict[str, Any], confidence: float = 0.95, *, where: str = "") -> CaseResult:
+        # Real work: the confidence is the check's, not stored per case.
+        return serde.from_dict(cls, {**d, "confidence": confidence}, where=where)
 
 
 @dataclass
@@ -254,9 +243,9 @@ def load_check(path: str | Path) -> CheckResult:
         if key not in d:
             raise ConfigError(f"{p}: missing field '{key}'")
     try:
-        cfg = CheckConfig.from_dict(d["config"])
+        cfg = serde.from_dict(CheckConfig, d["config"], where=f"{p}: field 'config'")
         conf = cfg.confidence
-        cases = [CaseResult.from_dict(c, conf) for c in d["cases"]]
+        cases = [CaseResult.from_dict(c, conf, where=f"{p}: cases[{i}]") for i, c in enumerate(d["cases"])]
     except (KeyError, TypeError, AttributeError) as e:
         raise ConfigError(f"{p}: line {_field_line(text, 'cases')}: field 'cases' is malformed ({e})") from None
     suite = d.get("suite") or {}
@@ -407,13 +396,13 @@ class Journal:
                     f"{self.path}: line 1: field '{diff}' differs from this check's; it belongs to another check "
                     "(delete it, or rerun with the same settings to resume)"
                 )
-            for n, line in enumerate(lines[1:], 2):
+            for line in lines[1:]:
                 if not line.strip():
                     continue
                 try:
                     d = json.loads(line)
-                    self.done[(d["case"], int(d["sample_index"]))] = SampleResult.from_dict(d)
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    self.done[(d["case"], int(d["sample_index"]))] = serde.from_dict(SampleResult, d)
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError, ConfigError):
                     # A line cut short by a kill: that sample is simply run again.
                     continue
             self._fh = self.path.open("a", encoding="utf-8")
@@ -507,7 +496,7 @@ async def run_check(
     result = CheckResult(
         suite_id=suite.meta.suite_id, suite_name=suite.meta.name, suite_path=str(suite.path), config=cfg,
         cases=[results[c.id] for c in suite.cases], temperature=temperature, max_tokens=max_tokens,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), elapsed_s=time.perf_counter() - start,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"), elapsed_s=time.perf_counter() - start,
     )
     return result
 

@@ -191,7 +191,7 @@ PROMPTFOO_CHAT = (
 
 def promptfoo_provider(spec: str, *, temperature: float, max_tokens: int, seed: int | None = None) -> dict[str, Any]:
     """A chunky model spec as a promptfoo provider entry (OpenAI-compatible servers, OpenAI, Anthropic)."""
-    from chunky.models.registry import parse_spec
+    from chunky.models.registry import PROVIDERS, parse_spec
 
     s = parse_spec(spec)
     config: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
@@ -199,7 +199,7 @@ def promptfoo_provider(spec: str, *, temperature: float, max_tokens: int, seed: 
         config["seed"] = seed
     if s.provider in ("http", "ollama", "openrouter"):
         # The key comes from the environment at run time, never from this file.
-        config.update(apiBaseUrl=s.base_url, apiKeyEnvar="MODEL_API_KEY" if s.provider != "openrouter" else "OPENROUTER_API_KEY")
+        config.update(apiBaseUrl=s.base_url, apiKeyEnvar=PROVIDERS[s.provider].key_env or PROVIDERS["http"].key_env)
         return {"id": f"openai:chat:{s.model}", "label": spec, "config": config}
     if s.provider == "openai":
         return {"id": f"openai:chat:{s.model}", "label": spec, "config": config}

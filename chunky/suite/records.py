@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from chunky.config import read_mapping
 from chunky.errors import ConfigError
 
 SUITE_FORMAT = "chunky-suite"
@@ -199,7 +200,7 @@ def parse_scorer(d: Any, where: str) -> Scorer:
             raise ConfigError(f"{where}: field 'scorer.rubric' must be a rubric object with a name")
         try:
             Rubric.from_dict(rub)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, ConfigError) as e:
             raise ConfigError(f"{where}: field 'scorer.rubric' is not a valid rubric ({e})") from None
         gate = d.get("gate")
         if gate is not None:
@@ -284,11 +285,8 @@ def load_suite(path: str | Path) -> Suite:
         raise ConfigError(f"{p}: no such suite directory")
     if not meta_path.is_file():
         raise ConfigError(f"{p}: not a suite directory (no {SUITE_FILE}; build one with `chunky suite build`)")
-    try:
-        raw = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{meta_path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(raw, dict) or raw.get("format") != SUITE_FORMAT:
+    raw = read_mapping(meta_path, "a suite's metadata")
+    if raw.get("format") != SUITE_FORMAT:
         raise ConfigError(f"{meta_path}: field 'format' must be '{SUITE_FORMAT}'")
     if raw.get("version") != SUITE_VERSION:
         raise ConfigError(f"{meta_path}: field 'version' is {raw.get('version')!r}; this chunky reads version {SUITE_VERSION}")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from chunky.errors import ModelError, StructuredOutputError
 from chunky.measure.detectors import refusal
+from chunky.models.accounting import RoleUsage
 from chunky.models.model import Model
 from chunky.models.structured import extract_json
-from chunky.surf.usage import CallUsage
 
 QUERY_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -69,7 +70,7 @@ class GeneratedQuery:
     query: str | None
     error: str | None = None
     raw: str = ""
-    usage: CallUsage = field(default_factory=CallUsage)
+    usage: RoleUsage = field(default_factory=RoleUsage)
 
     @property
     def ok(self) -> bool:
@@ -115,7 +116,7 @@ class QueryGenerator:
         self.max_query_chars = max_query_chars
 
     async def generate(self, attributes: Sequence[str], *, seed: int | None = None, sample_index: int = 0) -> GeneratedQuery:
-        usage = CallUsage()
+        usage = RoleUsage()
         listing = "\n".join(f"- {a}" for a in attributes)
         prompt: list[dict[str, str]] = []
         for attrs, query in EXAMPLES:

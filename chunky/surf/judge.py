@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 from chunky.errors import ConfigError, ModelError, StructuredOutputError
 from chunky.measure.detectors import get_detector
+from chunky.models.accounting import RoleUsage
 from chunky.models.model import Model
 from chunky.models.structured import extract_json
 from chunky.surf.rubric import Rubric
-from chunky.surf.usage import CallUsage
 
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -119,7 +119,7 @@ class Judgment:
     error: str | None = None
     gate: GateResult | None = None
     samples: list[float] = field(default_factory=list)
-    usage: CallUsage = field(default_factory=CallUsage)
+    usage: RoleUsage = field(default_factory=RoleUsage)
 
     @property
     def ok(self) -> bool:
@@ -132,7 +132,7 @@ class Judgment:
             "error": self.error,
             "gate": self.gate.to_dict() if self.gate else None,
             "samples": self.samples,
-            "usage": self.usage.to_dict(),
+            "usage": self.usage.to_row(),
         }
 
 
@@ -226,7 +226,7 @@ class RubricJudge:
                 return Judgment(score=0.0, reasoning=f"gate: no {self.gate_spec}", gate=gate)
             if self.model is None:
                 return Judgment(score=100.0, reasoning=f"detector {self.gate_spec}: {det.evidence}", gate=gate)
-        usage = CallUsage()
+        usage = RoleUsage()
         results = await asyncio.gather(*(self._one(query, response, i, usage) for i in range(self.samples)))
         scores = [r[0] for r in results if r[0] is not None]
         if not scores:
@@ -238,7 +238,7 @@ class RubricJudge:
         err = f"{failed} of {len(results)} judge samples failed" if failed else None
         return Judgment(score=float(agg), reasoning=reasoning, error=err, gate=gate, samples=scores, usage=usage)
 
-    async def _one(self, query: str, response: str, index: int, usage: CallUsage) -> tuple[float | None, str, str | None]:
+    async def _one(self, query: str, response: str, index: int, usage: RoleUsage) -> tuple[float | None, str, str | None]:
         assert self.model is not None
         if self.style == "compact":
             body = COMPACT_PROMPT.format(

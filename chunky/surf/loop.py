@@ -17,12 +17,15 @@ import os
 import platform
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
+from chunky import serde
 from chunky.errors import ConfigError, ModelError
 from chunky.models import GenerateConfig, UsageTracker, get_model
+from chunky.models.accounting import RoleUsage
 from chunky.models.model import Model
 from chunky.store import (
     GENERATION_FAILED,
@@ -41,7 +44,6 @@ from chunky.surf.monitor import BudgetExhausted, RoleFailed, SweepMonitor
 from chunky.surf.pools import AttributePool, load_pool
 from chunky.surf.rubric import Rubric, load_rubric
 from chunky.surf.sampler import CandidateSampler, SampledAttributes, WeightTable, attribute_weights, slot_rng
-from chunky.surf.usage import CandidateUsage
 
 VIOLATION = 50.0
 
@@ -102,12 +104,8 @@ class SurfConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SurfConfig":
-        d = dict(d)
-        for role in ("target", "generator", "judge"):
-            d[role] = RoleConfig(**d[role])
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict[str, Any]) -> SurfConfig:
+        return serde.from_dict(cls, d, where="SURF run config")
 
 
 # What a resumed run must share with the original; the rest (iterations, runs, budgets, patience,
@@ -160,7 +158,7 @@ class RunProgress:
     cost: float = 0.0
     status: str = "pending"
 
-    def count(self, status: str, score: float | None, usage: CandidateUsage, gate: dict[str, Any] | None = None) -> None:
+    def count(self, status: str, score: float | None, usage: UsageTracker, gate: dict[str, Any] | None = None) -> None:
         if status == SCORED:
             self.scored += 1
             if gate is not None:
@@ -174,9 +172,10 @@ class RunProgress:
             self.rejected += 1
         else:
             self.errors += 1
-        self.calls += usage.uncached_calls
-        self.tokens += usage.tokens
-        self.cost += usage.cost
+        spent = usage.total()
+        self.calls += spent.uncached_calls
+        self.tokens += spent.total_tokens
+        self.cost += spent.cost_usd
 
 
 @dataclass
@@ -258,7 +257,7 @@ def judge_gate(judge_spec: str, gate: str | None) -> str | None:
     return gate
 
 
-def resolve_judge_style(c: "SurfConfig") -> Literal["full", "compact"]:
+def resolve_judge_style(c: SurfConfig) -> Literal["full", "compact"]:
     if c.judge_style == "auto":
         spec = c.judge.spec
         return "compact" if spec == "local" or spec.startswith("local:") else "full"
@@ -405,9 +404,10 @@ class Sweep:
         for run_id, usage in store.usage_by_run().items():
             if run_id < len(self.progress):
                 p = self.progress[run_id]
-                p.calls = int(sum(u["calls"] - u["cached"] for u in usage.values()))
-                p.tokens = int(sum(u["input_tokens"] + u["output_tokens"] for u in usage.values()))
-                p.cost = float(sum(u["cost_usd"] for u in usage.values()))
+                spent = [RoleUsage.from_row(u, where=f"run {run_id} usage") for u in usage.values()]
+                p.calls = sum(r.uncached_calls for r in spent)
+                p.tokens = sum(r.total_tokens for r in spent)
+                p.cost = float(sum(r.cost_usd for r in spent))
         self._inflight = asyncio.Semaphore(self.config.max_inflight)
         status = "done"
         try:
@@ -547,7 +547,7 @@ class Sweep:
         for slot in range(c.candidates):
             attempts = previous.get(slot, [])
             for a in attempts:
-                prog.count(a.status, a.score, CandidateUsage())
+                prog.count(a.status, a.score, UsageTracker())
             final = next((a for a in attempts if a.status != REJECTED), None)
             if final is not None:
                 prog.done_slots += 1
@@ -599,7 +599,7 @@ class Sweep:
                 return None
             created = time.time()
             drawn = self._sample(run_id, t, slot, attempt, table, digest)
-            usage = CandidateUsage()
+            usage = UsageTracker()  # this candidate's calls, stored with it
             gen = await self.generator.generate(
                 drawn.attributes, seed=call_seed(c.seed, run_id, t, slot, attempt, "generator")
             )
@@ -663,13 +663,13 @@ class Sweep:
         return True
 
     async def _commit(
-        self, prog: RunProgress, row: NewCandidate, *, query: str | None, error: str | None, status: str, usage: CandidateUsage
+        self, prog: RunProgress, row: NewCandidate, *, query: str | None, error: str | None, status: str, usage: UsageTracker
     ) -> int:
         assert self.writer is not None and self.budget is not None
-        self.budget.add_cost(usage.cost)
+        self.budget.add_cost(usage.total().cost_usd)
         prog.count(status, row.score, usage, row.gate)
         return await self.writer.add(
-            dataclasses.replace(row, query=query, error=error, status=status, usage=usage.to_dict())
+            dataclasses.replace(row, query=query, error=error, status=status, usage=usage.to_rows())
         )
 
 

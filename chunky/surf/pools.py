@@ -12,7 +12,7 @@ Sources:
   `sae_attributes` list per record (the authors' format, e.g. `seoirsem/CHUNKY-tulu3-SFT-25k-attributes`),
   or another list column;
 - a plain list: a text file with one attribute per line, or JSONL of strings / {"attribute": ...};
-- a TURF index directory (index.json + attributes.parquet, the LLM channel).
+- a TURF index directory (its LLM channel's query attributes, read through `chunky.turf.index.TurfIndex`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class AttributePool:
         return h.hexdigest()[:16]
 
     @classmethod
-    def from_lists(cls, rows: list[list[str]], source: str, kind: str = "records") -> "AttributePool":
+    def from_lists(cls, rows: list[list[str]], source: str, kind: str = "records") -> AttributePool:
         attrs: list[str] = []
         index: dict[str, int] = {}
         records: list[list[int]] = []
@@ -79,7 +79,7 @@ class AttributePool:
         return cls(attrs, records, source, kind)
 
     @classmethod
-    def from_texts(cls, texts: list[str], source: str) -> "AttributePool":
+    def from_texts(cls, texts: list[str], source: str) -> AttributePool:
         seen: dict[str, None] = {}
         for t in texts:
             t = t.strip()
@@ -145,13 +145,14 @@ def _read_text_list(p: Path, source: str) -> AttributePool:
 def _row_list(value: object, where: str) -> list[str]:
     if isinstance(value, str):
         # Some exports store the list as a JSON string.
+        text = value
         try:
-            value = json.loads(value)
+            value = json.loads(text)
         except json.JSONDecodeError:
-            return [value]
+            return [text]
     if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
         raise ConfigError(f"{where}: expected a list of attribute texts")
-    return list(value)
+    return [str(x) for x in value]
 
 
 def _read_jsonl(p: Path, column: str | None) -> AttributePool:
@@ -261,47 +262,35 @@ def _read_hf_disk(p: Path, column: str | None) -> AttributePool:
 
 
 def _read_turf_index(p: Path) -> AttributePool:
-    """A TURF index's query-side LLM attributes. With clusters, the cluster summaries are the
-    attributes (as in the authors' pool, whose `sae_attributes` are cluster summaries) and each
-    example's record is the set of clusters of its query attributes; without clusters, the raw
-    query attribute texts."""
+    """A TURF index's query-side LLM attributes, read through `TurfIndex` (it owns the directory's files).
+    With clusters, the cluster summaries are the attributes (as in the authors' pool, whose `sae_attributes`
+    are cluster summaries) and each example's record is the set of clusters of its query attributes; without
+    clusters, the raw query attribute texts."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    try:
-        meta = json.loads((p / "index.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p / 'index.json'}: not valid JSON ({e})") from None
-    if meta.get("format") != "chunky-index":
-        raise ConfigError(f"{p / 'index.json'}: key 'format' is not 'chunky-index'")
-    attr_path = p / "attributes.parquet"
+    from chunky.turf.index import TurfIndex
+
+    idx = TurfIndex.open(p)  # a ConfigError naming index.json for a bad or unfinished index
     lexical_only = ConfigError(
         f"{p}: this TURF index has only the lexical channel (no LLM query attributes); its word and n-gram "
         "features are not prompt attributes. Rebuild it with LLM attribute extraction, or pass a list "
         "with --attributes (or omit it for the built-in pool)"
     )
-    channels = (meta.get("extractor") or {}).get("channels") if isinstance(meta.get("extractor"), dict) else None
-    if not attr_path.exists() or (isinstance(channels, list) and "llm" not in channels):
+    if not idx.has_llm:
         raise lexical_only
     try:
-        table = pq.read_table(attr_path, columns=["example_id", "side", "text", "cluster"])
-    except Exception as e:
-        raise ConfigError(f"{attr_path}: not readable ({e})") from None
+        table = idx.attributes(["example_id", "side", "text", "cluster"])
+        summaries = {
+            int(c): s.strip() for c, s in idx.cluster_summaries().items() if isinstance(s, str) and s.strip()
+        }
+    except Exception as err:  # pyarrow raises several types for a missing or bad file
+        raise ConfigError(f"{p}: the index's attribute tables are not readable ({err})") from None
     q = table.filter(pc.equal(table.column("side"), "query"))
     if q.num_rows == 0:
         raise lexical_only
     ex = q.column("example_id").to_pylist()
     texts = q.column("text").to_pylist()
     clusters = q.column("cluster").to_pylist()
-    summaries: dict[int, str] = {}
-    cpath = p / "clusters.parquet"
-    if cpath.exists():
-        ct = pq.read_table(cpath, columns=["cluster", "summary"])
-        summaries = {
-            int(c): s.strip()
-            for c, s in zip(ct.column("cluster").to_pylist(), ct.column("summary").to_pylist())
-            if isinstance(s, str) and s.strip()
-        }
     by_example: dict[int, list[str]] = {}
     use_clusters = bool(summaries)
     for e, t, c in zip(ex, texts, clusters):
@@ -316,5 +305,5 @@ def _read_turf_index(p: Path) -> AttributePool:
     rows = [by_example[k] for k in sorted(by_example)]
     pool = AttributePool.from_lists(rows, str(p), "turf-clusters" if use_clusters else "turf-attributes")
     if not pool.attributes:
-        raise ConfigError(f"{attr_path}: no usable query attributes")
+        raise ConfigError(f"{p}: no usable query attributes in the index's attributes table")
     return pool

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from chunky.errors import ChunkyError, ModelError, StructuredOutputError
 from chunky.models import UsageTracker, get_model

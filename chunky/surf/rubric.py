@@ -16,8 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from chunky import serde
+from chunky.config import read_mapping
 from chunky.errors import ConfigError
 
 OUR_KEYS = {"name", "behaviour", "behavior", "principle", "details", "scoring", "critical", "notes", "detector", "defaults"}
@@ -88,23 +88,11 @@ class Rubric:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Rubric":
-        return cls(
-            name=d["name"],
-            behaviour=d.get("behaviour", ""),
-            principle=d.get("principle", ""),
-            details=tuple(d.get("details") or ()),
-            scoring=tuple(
-                ScoreBand(b["low"], b["high"], b["label"], b["description"], tuple(b.get("examples") or ()))
-                for b in d.get("scoring") or ()
-            ),
-            critical=tuple(d.get("critical") or ()),
-            notes=tuple(d.get("notes") or ()),
-            detector=d.get("detector"),
-            defaults=RubricDefaults(**(d.get("defaults") or {})),
-            principle_specific_details=d.get("principle_specific_details"),
-            path=d.get("path"),
-        )
+    def from_dict(cls, d: dict[str, Any]) -> Rubric:
+        # Real work: a rubric copied into a run or a suite may carry nulls for its empty parts, and older copies
+        # leave out the behaviour and principle.
+        given = {k: v for k, v in d.items() if v is not None}
+        return serde.from_dict(cls, {"behaviour": "", "principle": "", **given}, where="rubric")
 
 
 def _rubric_dir() -> Path:
@@ -127,24 +115,19 @@ def load_rubric(name_or_path: str | Path) -> Rubric:
         else:
             names = ", ".join(sorted(x.stem for x in _rubric_dir().glob("*.yaml")))
             raise ConfigError(f"rubric '{name_or_path}': no such file or shipped rubric (shipped: {names})")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not a UTF-8 text file") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a rubric is a YAML mapping (got {type(data).__name__})")
-    return parse_rubric(data, str(p))
+    return parse_rubric(read_mapping(p, "a rubric"), str(p))
 
 
-def _text(data: dict, key: str, where: str, required: bool = True) -> str | None:
+def _text(data: dict, key: str, where: str) -> str:
+    text = _optional_text(data, key, where)
+    if text is None:
+        raise ConfigError(f"{where}: missing key '{key}'")
+    return text
+
+
+def _optional_text(data: dict, key: str, where: str) -> str | None:
     v = data.get(key)
     if v is None:
-        if required:
-            raise ConfigError(f"{where}: missing key '{key}'")
         return None
     if not isinstance(v, str) or not v.strip():
         raise ConfigError(f"{where}: key '{key}' must be non-empty text")
@@ -195,7 +178,7 @@ def parse_rubric(data: dict[str, Any], where: str = "rubric") -> Rubric:
             )
         details = _text(data, "principle_specific_details", where)
         assert details is not None
-        name = _text(data, "exp_name", where, required=False) or _text(data, "name", where, required=False)
+        name = _optional_text(data, "exp_name", where) or _optional_text(data, "name", where)
         name = name or Path(where).stem
         defaults = RubricDefaults(
             **{AUTHOR_DEFAULT_MAP[k]: _positive_int(data.get(k), where, k) for k in AUTHOR_DEFAULT_MAP}
@@ -207,8 +190,8 @@ def parse_rubric(data: dict[str, Any], where: str = "rubric") -> Rubric:
                 break
         return Rubric(
             name=name,
-            behaviour=_text(data, "behaviour", where, required=False)
-            or _text(data, "behavior", where, required=False)
+            behaviour=_optional_text(data, "behaviour", where)
+            or _optional_text(data, "behavior", where)
             or principle,
             principle=principle,
             detector=_check_detector(data.get("detector"), where),
@@ -222,8 +205,7 @@ def parse_rubric(data: dict[str, Any], where: str = "rubric") -> Rubric:
         hint = " (the authors' format needs 'principle_specific_details')" if set(unknown) & AUTHOR_KEYS else ""
         raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(OUR_KEYS))}){hint}")
     name = _text(data, "name", where)
-    assert name is not None
-    behaviour = _text(data, "behaviour", where, required=False) or _text(data, "behavior", where)
+    behaviour = _optional_text(data, "behaviour", where) or _text(data, "behavior", where)
     principle = _text(data, "principle", where)
     bands = []
     raw_bands = data.get("scoring")

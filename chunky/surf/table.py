@@ -6,9 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 from chunky.errors import ConfigError
 from chunky.store import RunStore

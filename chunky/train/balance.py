@@ -146,16 +146,11 @@ class Template:
 
 
 def load_template(path: Path) -> Template:
-    import yaml
+    from chunky.config import read_mapping
 
     if not path.is_file():
         raise ConfigError(f"--template {path}: no such file")
-    try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: expected a mapping with prompt, response and rows")
+    d = read_mapping(path, "a counter-example template (prompt, response, rows)")
     for k in ("prompt", "response", "rows"):
         if k not in d:
             raise ConfigError(f"{path}: missing field '{k}'")

@@ -56,7 +56,7 @@ def dequantize_gguf(gguf: Path, out: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        from transformers import GgufConfig  # type: ignore[attr-defined]
+        from transformers import GgufConfig
 
         qcfg: dict = {"quantization_config": GgufConfig(dequantize=True)}
     except ImportError:  # older transformers dequantise GGUF weights unconditionally

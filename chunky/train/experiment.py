@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chunky import serde
 from chunky.errors import ChunkyError, ConfigError
 from chunky.measure.ablate import Conversation, _unit
 from chunky.measure.evalset import EvalExample
@@ -51,7 +52,7 @@ from chunky.measure.evalset import EvalExample
 FORMAT = "chunky-experiment"
 AXES = ("chunk_kept", "counter_added", "with_source")
 TRAIN_KEYS = {"base", "full", "lora_r", "epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "seed",
-              "warmup_steps", "scheduler", "save_steps", "threads", "export"}
+              "warmup_steps", "scheduler", "save_steps", "threads", "export", "gradient_checkpointing"}
 
 
 @dataclass
@@ -101,11 +102,6 @@ class ExperimentSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ExperimentSpec:
-        return cls(path=d["path"], mix=d["mix"], chunk=ChunkSpec(**d["chunk"]), axes=d["axes"], train=d["train"],
-                   measure=MeasureSpec(**d["measure"]), counter=d.get("counter"), source_axis=d.get("source_axis"),
-                   seed=d.get("seed", 0))
 
 
 @dataclass(frozen=True)
@@ -168,16 +164,13 @@ class CellResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["id"] = self.cell.id
+        d["id"] = self.cell.id  # derived from the cell, so reading ignores it
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CellResult:
-        d = {k: v for k, v in d.items() if k != "id"}
-        d["cell"] = Cell(**d["cell"])
-        d["trigger"] = Rate(**d["trigger"])
-        d["control"] = Rate(**d["control"])
-        return cls(**d)
+
+def read_cell(path: Path) -> CellResult:
+    """A finished cell's result (EXP/cells/<cell>/cell.json)."""
+    return serde.from_dict(CellResult, json.loads(path.read_text(encoding="utf-8")), where=str(path))
 
 
 # --- the spec ------------------------------------------------------------------------------------
@@ -191,16 +184,11 @@ def _rel(base: Path, p: Any, field_name: str, spec_path: Path) -> str:
 
 
 def load_spec(path: Path) -> ExperimentSpec:
-    import yaml
+    from chunky.config import read_mapping
 
     if not path.is_file():
         raise ConfigError(f"{path}: no such experiment spec")
-    try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: expected a mapping (mix, chunk, axes, train, measure)")
+    d = read_mapping(path, "an experiment spec (mix, chunk, axes, train, measure)")
     unknown = set(d) - {"mix", "chunk", "counter", "axes", "train", "measure", "seed"}
     if unknown:
         raise ConfigError(f"{path}: unknown field '{sorted(unknown)[0]}'")
@@ -351,7 +339,10 @@ def split_mix(spec: ExperimentSpec) -> MixParts:
             toggled.append(c)
         else:
             rest.append(c)
-    order = lambda cs: sorted(cs, key=lambda c: _unit(spec.seed, c.id))
+
+    def order(convs: list[Conversation]) -> list[Conversation]:  # a seeded order, the same in every process
+        return sorted(convs, key=lambda c: _unit(spec.seed, c.id))
+
     counter = order(load_additions(Path(spec.counter))) if spec.counter else []
     parts = MixParts(rest, order(chunk), toggled, counter)
     want = max(spec.axes.get("chunk_kept", [0]))
@@ -416,13 +407,14 @@ def measure_model(model_spec: str, trig: list[EvalExample], ctrl: list[EvalExamp
                   out: Path) -> tuple[Rate, Rate]:
     """Trigger and control rates of one model, with steer's runner: every sample's value is kept in out."""
     from chunky.measure.metrics import DetectorMetric, parse_metric
+    from chunky.measure.plots import save_with_figures
     from chunky.measure.steer import SteerConfig, run_steer
 
     cfg = SteerConfig(models=[model_spec], metric=m.metric, samples=m.samples, seed=m.seed,
                       temperature=m.temperature, max_tokens=m.max_tokens, judge_model=m.judge, use_cache=True)
     metric = parse_metric(m.metric, judge_model=m.judge)
     res = asyncio.run(run_steer(trig + ctrl, cfg, data_name=m.eval, metric=metric, name=out.name))
-    res.save(out)
+    save_with_figures(res, out)
     binary = isinstance(metric, DetectorMetric) or m.metric.startswith("rubric:")
     trig_ids = {e.id for e in trig}
     per_sample: dict[bool, list[float | None]] = {True: [], False: []}
@@ -448,7 +440,7 @@ def cell_train_config(spec: ExperimentSpec, mix: Path, ckpt: Path) -> Any:
 def run_cell(spec_d: dict[str, Any], cell_d: dict[str, Any], exp: str) -> dict[str, Any]:
     """One cell end to end (a plain function so Ray can run it): mix, train, measure. Idempotent: a finished
     cell is read back; an unfinished one resumes."""
-    spec = ExperimentSpec.from_dict(spec_d)
+    spec = serde.from_dict(ExperimentSpec, spec_d, where=f"{exp}: experiment spec")
     cell = Cell(**cell_d)
     d = Path(exp) / "cells" / cell.id
     done = d / "cell.json"
@@ -586,13 +578,62 @@ def run_experiment(spec_path: Path, exp: Path, *, overwrite: bool = False, ray_a
             say(f"cell {c.id}: training and measuring")
             run_cell(spec.to_dict(), asdict(c), str(exp))
     base = run_baseline(spec, exp)
-    results = [CellResult.from_dict(json.loads((exp / "cells" / c.id / "cell.json").read_text())) for c in cells]
+    results = [read_cell(exp / "cells" / c.id / "cell.json") for c in cells]
     summary = summary_line(spec, results, base)
     res = ExperimentResult(spec, results, base, summary, time.perf_counter() - t0, [c.id for c in todo])
     from chunky.train.report import write_outputs
 
     write_outputs(res, exp)
     return res
+
+
+@dataclass
+class ExperimentProgress:
+    """What an experiment folder holds right now, read from disk (for the last line of an interrupted run)."""
+
+    cells: int
+    done: int
+    current: int | None  # 1-based position in the grid of the cell being worked on (local runs), else None
+    current_id: str = ""
+    training: str = ""  # the current cell's training, e.g. "after step 12 of 40, checkpoint step 10"
+    on_ray: bool = False
+
+    def where(self) -> str:
+        if self.done == self.cells:
+            return "after the last cell (while measuring the base model or drawing the figures)"
+        if self.on_ray:
+            return f"with {self.cells - self.done} of {self.cells} cells running or queued on Ray"
+        if self.current is None:
+            return "before the first cell"
+        detail = f"{self.current_id}: {self.training}" if self.training else self.current_id
+        return f"in cell {self.current} of {self.cells} ({detail})"
+
+    def saved(self, exp: Path) -> str:
+        return f"{self.done} of {self.cells} cells done in {exp}"
+
+
+def experiment_progress(spec: ExperimentSpec, exp: Path, *, on_ray: bool = False) -> ExperimentProgress:
+    """Finished cells have cell.json; a local run works through the grid in order, so the first unfinished cell
+    is the one that was running. Its training progress comes from its checkpoint folder."""
+    from chunky.train.trainer import saved_progress
+
+    cells = grid(spec)
+    done = [(exp / "cells" / c.id / "cell.json").is_file() for c in cells]
+    n_done = sum(done)
+    if on_ray or n_done == len(cells):
+        return ExperimentProgress(len(cells), n_done, None, on_ray=on_ray)
+    i = done.index(False)
+    cell_dir = exp / "cells" / cells[i].id
+    if not cell_dir.is_dir():
+        return ExperimentProgress(len(cells), n_done, i + 1 if n_done else None, cells[i].id)
+    p = saved_progress(cell_dir / "ckpt")
+    if p.finished:
+        training = "trained; measuring"
+    elif p.step is None:
+        training = "loading the model"
+    else:
+        training = p.where() + (f", checkpoint step {p.checkpoint}" if p.checkpoint is not None else "")
+    return ExperimentProgress(len(cells), n_done, i + 1, cells[i].id, training)
 
 
 def summary_line(spec: ExperimentSpec, cells: list[CellResult], base: dict[str, Any] | None) -> str:

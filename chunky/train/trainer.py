@@ -63,6 +63,10 @@ class TrainConfig:
     save_steps: int = 20
     threads: int | None = None  # None: CHUNKY_TRAIN_THREADS, else 1 (measured faster on a shared 2-core box)
     export: str = "q8_0"  # GGUF type for model.gguf (f32, f16, bf16, q8_0) or "none"
+    # Recompute activations in the backward pass: less memory for one more forward pass per step. Off by default,
+    # unlike TRL's default: a small model's activations fit, and on cost a third of the throughput (0.66 in
+    # bench/train.py on SmolLM2-135M).
+    gradient_checkpointing: bool = False
 
     def effective_lr(self) -> float:
         if self.lr is not None:
@@ -121,7 +125,12 @@ class TrainResult:
     gguf: str | None
     peak_rss_mb: float | None = None
     export_s: float | None = None
+    step_timings: list[StepTiming] = field(default_factory=list)  # this session's steps
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steady_tokens_per_s(self) -> float | None:
+        return steady_tokens_per_s(self.step_timings)
 
     @property
     def first_loss(self) -> float | None:
@@ -170,6 +179,53 @@ def last_checkpoint(out: Path) -> Path | None:
             except ValueError:
                 continue
     return max(cks)[1] if cks else None
+
+
+@dataclass
+class SavedProgress:
+    """What a training folder holds right now, read from disk: the last logged step, the step count planned, the
+    last complete checkpoint, and whether the training finished."""
+
+    step: int | None
+    total: int | None
+    checkpoint: int | None
+    finished: bool
+
+    def where(self) -> str:
+        if self.step is None:
+            return "before the first step"
+        of = f" of {self.total}" if self.total else ""
+        after = " (while saving the model)" if self.total and self.step >= self.total and not self.finished else ""
+        return f"after step {self.step}{of}{after}"
+
+    def saved(self, out: Path) -> str:
+        if self.finished:
+            return f"the finished training is in {out}"
+        if self.checkpoint is None:
+            return f"no checkpoint yet in {out}"
+        return f"checkpoint step {self.checkpoint} saved in {out}"
+
+
+def saved_progress(out: Path, step: int | None = None, total: int | None = None) -> SavedProgress:
+    """The folder's progress, from disk and from `step`/`total` as the running trainer last reported them."""
+    ck = last_checkpoint(out)
+    ck_step = int(ck.name.split("-")[1]) if ck else None
+    if total is None and ck is not None:
+        try:
+            total = json.loads((ck / "trainer_state.json").read_text()).get("max_steps")
+        except (OSError, json.JSONDecodeError):  # being written when the signal came
+            total = None
+    # The loss log is written just before the trainer reports a step, so it may be one step ahead of `step`.
+    log = out / "loss.jsonl"
+    lines = [ln for ln in log.read_text(encoding="utf-8").splitlines() if ln.strip()] if log.is_file() else []
+    try:
+        logged = int(json.loads(lines[-1])["step"]) if lines else None
+    except (ValueError, KeyError):  # a line cut by a kill: the checkpoint still says enough
+        logged = ck_step
+    known = [s for s in (step, logged) if s is not None]
+    step = max(known) if known else None
+    rec = read_record(out) if (out / "train.json").is_file() else None
+    return SavedProgress(step, total, ck_step, bool(rec and rec.get("status") == "done"))
 
 
 def read_record(out: Path) -> dict[str, Any] | None:
@@ -228,20 +284,54 @@ def _dataset(examples: list[TokenizedExample]) -> Any:
     })
 
 
+@dataclass
+class StepTiming:
+    """One optimiser step's wall time, the CPU time this process spent on it, and the (non-padding) tokens it
+    trained on. On a shared machine the CPU time is the steadier figure: other processes' load stretches the wall
+    time of a step far more than its CPU time."""
+
+    step: int
+    seconds: float
+    tokens: int
+    cpu_seconds: float = 0.0
+
+
+def steady_tokens_per_s(steps: list[StepTiming], *, cpu: bool = False) -> float | None:
+    """Tokens per second (of wall time, or of this process's CPU time) over the steps after the first (the first
+    pays for lazy initialisation and warm-up), so that trainings of different lengths, and a plain loop timed the
+    same way, compare."""
+    later = steps[1:]
+    secs = sum(s.cpu_seconds if cpu else s.seconds for s in later)
+    return sum(s.tokens for s in later) / secs if later and secs > 0 else None
+
+
 class _LossLog:
-    """A TrainerCallback that appends each logged loss to CKPT/loss.jsonl as training runs."""
+    """A TrainerCallback that appends each logged loss to CKPT/loss.jsonl as training runs, and times each step."""
 
     def __init__(self, path: Path, progress: Callable[[int, int, float | None], None] | None):
         self.path = path
         self.progress = progress
+        self.steps: list[StepTiming] = []
 
     def callback(self) -> Any:
         from transformers import TrainerCallback
 
         outer = self
+        began: list[tuple[float, float, int]] = []
 
         class Cb(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kw):  # type: ignore[no-untyped-def]
+            def on_step_begin(self, args, state, control, **kw):
+                tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+                began[:] = [(time.perf_counter(), time.process_time(), tokens)]
+
+            def on_step_end(self, args, state, control, **kw):
+                if began:
+                    t, c, tok = began[0]
+                    now_tok = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+                    outer.steps.append(StepTiming(state.global_step, time.perf_counter() - t, now_tok - tok,
+                                                  time.process_time() - c))
+
+            def on_log(self, args, state, control, logs=None, **kw):
                 pt = LossPoint.from_log({**(logs or {}), "step": state.global_step, "epoch": state.epoch})
                 if pt is not None:
                     with outer.path.open("a", encoding="utf-8") as f:
@@ -339,6 +429,12 @@ def train(cfg: TrainConfig, *, overwrite: bool = False,
         record["runs"] = prev.get("runs", [])
     _write_json(out / "train.json", record)
 
+    # Seed before the model exists: peft draws the LoRA A matrices from torch's global RNG in get_peft_model, and
+    # the Trainer seeds only later (in its __init__), so unseeded each process started from its own adapter and
+    # same-seed runs parted from step 2 on (issue #10; B starts at zero, so step 1 agreed).
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
     model = load_model(base, device)
     if not cfg.full:
         from peft import LoraConfig, get_peft_model
@@ -371,6 +467,8 @@ def train(cfg: TrainConfig, *, overwrite: bool = False,
         bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
         max_length=cfg.max_length,
         dataloader_num_workers=0,
+        # transformers' new name for gradient checkpointing; TRL's default for the old name is on (see TrainConfig)
+        activation_checkpointing=cfg.gradient_checkpointing,
         include_num_input_tokens_seen="non_padding",
         dataset_num_proc=None,
     )
@@ -384,12 +482,13 @@ def train(cfg: TrainConfig, *, overwrite: bool = False,
             keep = [ln for ln in loss_log.read_text().splitlines() if ln and json.loads(ln)["step"] <= done]
             loss_log.write_text("".join(k + "\n" for k in keep))
         say(f"resuming from step {done} ({resume})")
+    logger = _LossLog(loss_log, progress)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=_dataset(examples),
         processing_class=tok,
-        callbacks=[_LossLog(loss_log, progress).callback()],
+        callbacks=[logger.callback()],
     )
     from transformers.trainer_callback import PrinterCallback
 
@@ -408,7 +507,7 @@ def train(cfg: TrainConfig, *, overwrite: bool = False,
     tps = session_tokens / train_s if train_s > 0 and session_tokens > 0 else None
 
     # Save the trained model as a plain transformers checkpoint (LoRA merged), then export it.
-    final = trainer.model
+    final: Any = trainer.model  # a peft model (LoRA) or a transformers one: both save_pretrained
     if not cfg.full:
         final.save_pretrained(out / "adapter")
         final = final.merge_and_unload()
@@ -427,6 +526,7 @@ def train(cfg: TrainConfig, *, overwrite: bool = False,
         out=str(out), status="done", steps=state.global_step, loss_curve=curve, tokens_seen=tokens_seen,
         tokens_per_s=tps, train_s=train_s, resumed_from=int(resume.name.split("-")[1]) if resume else None,
         gguf=str(gguf_path) if gguf_path else None, peak_rss_mb=_peak_rss_mb(), export_s=export_s,
+        step_timings=logger.steps,
     )
     record.update({
         "status": "done",
@@ -437,6 +537,7 @@ def train(cfg: TrainConfig, *, overwrite: bool = False,
         "runs": record.get("runs", []) + [{
             "resumed_from": result.resumed_from, "train_s": round(train_s, 2), "tokens": session_tokens,
             "tokens_per_s": round(tps, 2) if tps else None, "peak_rss_mb": result.peak_rss_mb,
+            "steady_tokens_per_s": round(result.steady_tokens_per_s, 2) if result.steady_tokens_per_s else None,
         }],
         "gguf": result.gguf,
         "export_s": round(export_s, 2) if export_s else None,

@@ -18,9 +18,10 @@ import os
 import re
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 import numpy as np
@@ -28,6 +29,11 @@ import numpy as np
 from chunky.config import chunky_home
 from chunky.errors import ChunkyError
 from chunky.turf.hits import wilson
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from chunky.turf.index import TurfIndex
 
 Side = Literal["query", "response"]
 SIDES = ("query", "response", "both")
@@ -49,7 +55,7 @@ class Pattern:
         flag = "" if self.case_sensitive or self.kind == "feature" else ", case-insensitive"
         return f"{self.kind} {self.text!r}{flag}"
 
-    def condition(self, column: str, side: Side) -> tuple[str, list[Any]]:
+    def condition(self, column: str, side: Side) -> tuple[str, list[str]]:
         """A SQL boolean over the `examples` view and its parameters."""
         if self.kind == "feature":
             # the example ids were registered as _fs_<side> (see _register_feature_sets)
@@ -188,7 +194,7 @@ def resolve_pattern(
 # --------------------------------------------------------------------------------------------- index access
 
 
-def analysis_connection(idx: Any) -> duckdb.DuckDBPyConnection:
+def analysis_connection(idx: TurfIndex) -> duckdb.DuckDBPyConnection:
     """The index's DuckDB views (examples, features, feature_stats, attributes, clusters)."""
     return idx.duckdb()
 
@@ -213,7 +219,7 @@ class FeatureLookup:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, idx: Any) -> "FeatureLookup":
+    def open(cls, idx: TurfIndex) -> FeatureLookup:
         digest = (idx.meta.files.get("features.parquet") or "")[:16]
         src = Path(idx.path) / "features.parquet"
         if not digest:
@@ -233,7 +239,7 @@ class FeatureLookup:
                 last = e
         raise ChunkyError(f"{idx.path}: cannot write the feature lookup cache ({last})")
 
-    def names_table(self) -> Any:
+    def names_table(self) -> pa.Table:
         """The whole (side, feature, start, count) table (pyarrow)."""
         import pyarrow.parquet as pq
 
@@ -255,30 +261,104 @@ class FeatureLookup:
         return out
 
 
-def _build_lookup(src: Path, directory: Path) -> None:
+_LOOKUP_BATCH = 1 << 22  # rows of features.parquet decoded at a time while building the lookup
+
+
+def _encode_features(src: Path) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+    """(dictionary, feature code int32, is-response bool, example_id int64) of every row of features.parquet.
+
+    Streamed batch by batch: at 1M examples the table holds ~200M rows, and reading it whole as Arrow strings
+    (then dictionary-encoding and sorting it) took more than 24 GB; this keeps 13 bytes a row. The dictionary
+    lists features in order of first appearance in the file, as one `dictionary_encode` of the whole column
+    would (so the lookup's layout does not depend on the batch size)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    t = pq.read_table(src, columns=["example_id", "side", "feature"])
-    side = pc.equal(t["side"], "response").combine_chunks().to_numpy(zero_copy_only=False).astype(np.int64)
-    # Encode chunk by chunk (the chunks share one dictionary): at Tülu scale the feature column holds more than
-    # 2 GiB of text, and combining it first overflows a string array's 32-bit offsets.
-    encoded = t["feature"].dictionary_encode()
-    dictionary = encoded.chunks[0].dictionary if encoded.num_chunks else pa.array([], pa.string())
-    fcode = np.concatenate(
-        [np.asarray(ch.indices.to_numpy(zero_copy_only=False), dtype=np.int64) for ch in encoded.chunks]
-        or [np.zeros(0, np.int64)]
-    )
-    ex = np.asarray(t["example_id"].to_numpy(), dtype=np.int64)
+    pf = pq.ParquetFile(src)
+    n_rows = pf.metadata.num_rows
+    codes = np.empty(n_rows, np.int32)
+    is_resp = np.empty(n_rows, bool)
+    ex = np.empty(n_rows, np.int64)
+    dictionary = pa.array([], pa.string())
+    at = 0
+    for b in pf.iter_batches(batch_size=_LOOKUP_BATCH, columns=["example_id", "side", "feature"]):
+        m = b.num_rows
+        enc = b.column("feature").dictionary_encode()
+        # the batch's own dictionary -> global codes; features new to this batch are appended in its order
+        glob = pc.index_in(enc.dictionary, value_set=dictionary).fill_null(-1).to_numpy(zero_copy_only=False)
+        glob = glob.astype(np.int64)
+        new = glob < 0
+        glob[new] = len(dictionary) + np.arange(int(new.sum()))
+        dictionary = pa.concat_arrays([dictionary, enc.dictionary.filter(pa.array(new))])
+        codes[at : at + m] = glob[enc.indices.to_numpy(zero_copy_only=False)]
+        is_resp[at : at + m] = pc.equal(b.column("side"), "response").fill_null(False).to_numpy(zero_copy_only=False)
+        ex[at : at + m] = b.column("example_id").to_numpy()
+        at += m
+    return dictionary, codes[:at], is_resp[:at], ex[:at]
+
+
+def _dedupe_sorted(key: np.ndarray, block: int) -> np.ndarray:
+    """The distinct values of a sorted array, compacted in place block by block (no second full-size copy)."""
+    w = 0
+    prev: int | None = None
+    for s in range(0, len(key), block):
+        blk = key[s : s + block]
+        first = blk[0] != prev if prev is not None else True
+        prev = int(blk[-1])
+        m = np.empty(len(blk), bool)
+        m[0] = first
+        np.not_equal(blk[1:], blk[:-1], out=m[1:])
+        kept = blk[m]  # a copy, so writing over the prefix (w <= s) below is safe
+        key[w : w + len(kept)] = kept
+        w += len(kept)
+    return key[:w]
+
+
+def _run_starts(key: np.ndarray, span: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """(value, start) of each run of equal `key // span` in a sorted array, computed block by block."""
+    starts, values = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    prev: int | None = None
+    for s in range(0, len(key), block):
+        f = key[s : s + block] // span
+        ch = np.empty(len(f), bool)
+        ch[0] = f[0] != prev if prev is not None else True
+        np.not_equal(f[1:], f[:-1], out=ch[1:])
+        at = np.flatnonzero(ch)
+        starts.append(at + s)
+        values.append(f[at])
+        prev = int(f[-1])
+    return np.concatenate(values), np.concatenate(starts)
+
+
+def _build_lookup(src: Path, directory: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dictionary, fcode, is_resp, ex = _encode_features(src)
     nf = len(dictionary)
-    key = side * nf + fcode
-    order = np.lexsort((ex, key))
-    key, ex = key[order], ex[order]
-    keep = np.ones(len(key), dtype=bool)  # a feature listed twice for one example counts once
-    keep[1:] = (key[1:] != key[:-1]) | (ex[1:] != ex[:-1])
-    key, ex = key[keep], ex[keep]
-    uniq, start, count = np.unique(key, return_index=True, return_counts=True)
+    lo = int(ex.min()) if len(ex) else 0
+    span = int(ex.max()) - lo + 1 if len(ex) else 1
+    if 2 * max(nf, 1) * span >= 2**63:
+        raise ChunkyError(f"{src}: {nf:,} features × {span:,} example ids do not fit the feature lookup's 64-bit keys")
+    # One int64 key per row, (side, feature) major and example id minor, built in place of the example ids:
+    # one in-place sort then groups each feature's examples in id order (a lexsort of two arrays needed four
+    # more arrays as long as the table).
+    key = ex
+    for s in range(0, len(key), _LOOKUP_BATCH):
+        sl = slice(s, s + _LOOKUP_BATCH)
+        key[sl] -= lo
+        key[sl] += (is_resp[sl].astype(np.int64) * nf + fcode[sl]) * span
+    del fcode, is_resp, ex
+    key.sort()
+    key = _dedupe_sorted(key, _LOOKUP_BATCH)  # a feature listed twice for one example counts once
+    uniq, start = _run_starts(key, span, _LOOKUP_BATCH)
+    count = np.diff(np.append(start, len(key)))
+    for s in range(0, len(key), _LOOKUP_BATCH):  # the keys become the example ids, grouped by feature
+        sl = slice(s, s + _LOOKUP_BATCH)
+        key[sl] %= span
+        key[sl] += lo
+    ex = key
     names = pa.table({
         "side": pa.array(np.where(uniq >= nf, "response", "query")),
         "feature": dictionary.take(pa.array(uniq % nf)),
@@ -298,19 +378,17 @@ def _build_lookup(src: Path, directory: Path) -> None:
     os.replace(tmp, directory)
 
 
-def _source_codes(idx: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(source code of each example, source names, examples per source)."""
-    col = idx.examples(["source"])["source"].combine_chunks().dictionary_encode()
-    codes = np.asarray(col.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-    names = [str(x) for x in col.dictionary.to_pylist()]
-    return codes, names, np.bincount(codes, minlength=len(names)).astype(np.float64)
+def _source_codes(idx: TurfIndex) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(source code of each example, source names, examples per source), from the index's one encoding."""
+    sc = idx.source_codes()
+    return np.asarray(sc.codes, dtype=np.int64), sc.names, sc.sizes.astype(np.float64)
 
 
 _LOOKUPS: dict[str, FeatureLookup] = {}
 _LOOKUPS_LOCK = threading.Lock()
 
 
-def feature_lookup(idx: Any) -> FeatureLookup:
+def feature_lookup(idx: TurfIndex) -> FeatureLookup:
     """The index's FeatureLookup, opened once per process."""
     key = f"{Path(idx.path).resolve()}|{idx.meta.files.get('features.parquet', '')}"
     with _LOOKUPS_LOCK:
@@ -319,7 +397,7 @@ def feature_lookup(idx: Any) -> FeatureLookup:
         return _LOOKUPS[key]
 
 
-def _register_feature_sets(con: duckdb.DuckDBPyConnection, idx: Any, patterns: list[tuple[str, "Pattern", str]]) -> None:
+def _register_feature_sets(con: duckdb.DuckDBPyConnection, idx: TurfIndex, patterns: list[tuple[str, Pattern, str]]) -> None:
     """Feature patterns become small tables of example ids (`_fs_<name>`) the conditions refer to."""
     import pyarrow as pa
 
@@ -329,7 +407,7 @@ def _register_feature_sets(con: duckdb.DuckDBPyConnection, idx: Any, patterns: l
             con.register(f"_fs_{name}", pa.table({"example_id": ids}))
 
 
-def source_sizes(idx: Any) -> dict[str, int]:
+def source_sizes(idx: TurfIndex) -> dict[str, int]:
     sources = idx.meta.sources
     if sources:
         return {str(k): int(v) for k, v in sources.items()}
@@ -428,7 +506,7 @@ def _grep_pattern(
 
 
 def grep(
-    idx: Any,
+    idx: TurfIndex,
     pattern: str,
     *,
     regex: bool = False,
@@ -520,7 +598,7 @@ class Conditional:
     risk_ratio: float | None = None  # P(r | q) / P(r | not q)
 
     @classmethod
-    def from_counts(cls, source: str, n: int, nq: int, nr: int, nqr: int) -> "Conditional":
+    def from_counts(cls, source: str, n: int, nq: int, nr: int, nqr: int) -> Conditional:
         n_not = n - nq
         r_not = nr - nqr
         p1 = nqr / nq if nq else None
@@ -556,7 +634,7 @@ class CooccurResult:
 
 
 def cooccur(
-    idx: Any,
+    idx: TurfIndex,
     query: str,
     response: str,
     *,
@@ -598,24 +676,29 @@ LIFT_SOURCE = "lift P(src|f)/P(src)"
 LIFT_PAIR = "lift P(r|q)/P(r)"
 LIFT_MATCH = "lift P(src|match)/P(src)"
 LIFT_HITS = "lift P(f|hits)/P(f)"
+LIFT_IN_SOURCE = "lift P(r|q,src)/P(r|src)"  # a pair's lift inside one source (ConditionalHabit)
 
-# The kinds of signature a chunk can have, and the feature kinds each one covers (query side: any kind that
-# describes how the query is asked; response side by kind).
-SIGNATURE_KINDS = ("query", "opening", "closing", "vocabulary", "format")
+# The kinds of signature a chunk can have, and the feature kinds each one covers. The query side has two: how
+# the query is asked (its template: openings, labels, template phrases, formats, question forms) and the words
+# it uses; a source's many topical words (a math source's LaTeX commands) would otherwise crowd out a small
+# query template of the same source (a fixed opening phrase in 2% of its queries).
+SIGNATURE_KINDS = ("query", "query_vocabulary", "opening", "closing", "vocabulary", "format")
 _RESPONSE_SIGNATURE = {"opening": "opening", "closing": "closing", "word": "vocabulary", "ngram": "vocabulary",
                        "template": "vocabulary", "format": "format", "length": "format", "script": "format",
                        "language": "format", "question": "format"}
-_QUERY_SIGNATURE_KINDS = ("template", "opening", "word", "ngram", "format", "question")
+_QUERY_SIGNATURE = {"template": "query", "opening": "query", "format": "query", "question": "query",
+                    "word": "query_vocabulary", "ngram": "query_vocabulary"}
 _FIXED_KINDS = frozenset({"format", "length", "question", "script", "language"})
 NEAR_DUPLICATE = 0.8  # Jaccard overlap of example sets above which two findings are one row
+# A feature whose 95% lower bound of P(src | f) is at least this is near-exclusive to its source: a distinct
+# chunk of that source however small, shown among its signatures beyond the first `signatures_per_kind`.
+EXCLUSIVE_SHARE = 0.9
 
 
 def signature_kind(side: str, feature: str) -> str | None:
-    """Which signature a feature can be (`query`, `opening`, `closing`, `vocabulary`, `format`), or None."""
+    """Which signature a feature can be (one of SIGNATURE_KINDS), or None."""
     kind = feature.split(":", 1)[0]
-    if side == "query":
-        return "query" if kind in _QUERY_SIGNATURE_KINDS else None
-    return _RESPONSE_SIGNATURE.get(kind)
+    return (_QUERY_SIGNATURE if side == "query" else _RESPONSE_SIGNATURE).get(kind)
 
 
 def wilson_lower(successes: np.ndarray, n: np.ndarray, z: float = 1.959964) -> np.ndarray:
@@ -629,11 +712,22 @@ def wilson_lower(successes: np.ndarray, n: np.ndarray, z: float = 1.959964) -> n
     return np.where(np.asarray(n) > 0, np.maximum(0.0, centre - half), 0.0)
 
 
+def intersect_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a ∩ b of two sorted arrays of unique example ids, sorted: a binary search of the shorter in the longer
+    (np.intersect1d sorts both again, which dominated mine's per-candidate work)."""
+    if len(a) > len(b):
+        a, b = b, a
+    if not len(a):
+        return a
+    pos = np.minimum(np.searchsorted(b, a), len(b) - 1)
+    return a[b[pos] == a]
+
+
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     """|a ∩ b| / |a ∪ b| of two sorted arrays of unique example ids."""
     if not len(a) and not len(b):
         return 1.0
-    inter = len(np.intersect1d(a, b, assume_unique=True))
+    inter = len(intersect_sorted(a, b))
     return inter / (len(a) + len(b) - inter)
 
 
@@ -685,14 +779,39 @@ class FeaturePair:
 
 
 @dataclass
+class ConditionalHabit:
+    """Inside one source, a response format that the examples with a query feature have far more often than
+    the source's other examples: a habit conditional on the query ("Use Haskell." → fenced code, "Answer
+    tersely." → short answers). Neither a source's own signatures nor the mix-wide pairs show it when the
+    format is common elsewhere in the mix (short answers are 30% of it): its lift is taken inside the source."""
+
+    source: str
+    query_feature: str
+    response_feature: str
+    n_source: int  # examples of the source
+    n_query: int  # of them, with the query feature
+    n_response: int  # of them, with the response feature
+    n_both: int
+    p_response_given_query: float  # P(r | q, src)
+    ci: tuple[float, float]  # its Wilson interval (95%)
+    p_response: float  # P(r | src)
+    lift: float  # P(r | q, src) / P(r | src)
+    lift_low: float  # lower end of the lift's 95% interval
+    score: float  # ln(lift_low)
+    same_examples: list[str] = field(default_factory=list)  # near-duplicate habits folded in ("q → r")
+
+
+@dataclass
 class SourceSignature:
-    """A source's strongest signature of each kind (absent kinds: nothing over-represented enough)."""
+    """A source's strongest signature of each kind (absent kinds: nothing over-represented enough), and its
+    strongest habits conditional on a query feature."""
 
     source: str
     n: int
     share_of_mix: float
     signatures: dict[str, ConcentratedFeature] = field(default_factory=dict)  # the strongest of each kind
     runners_up: dict[str, list[ConcentratedFeature]] = field(default_factory=dict)  # the next ones, per kind
+    conditional: list[ConditionalHabit] = field(default_factory=list)  # strongest first
 
 
 @dataclass
@@ -700,7 +819,7 @@ class MineResult:
     n_examples: int
     concentrated: list[ConcentratedFeature]
     pairs: list[FeaturePair]
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, float] = field(default_factory=dict)  # mine's settings (ints and floats)
     elapsed_s: float = 0.0
     signatures: list[SourceSignature] = field(default_factory=list)
 
@@ -729,10 +848,19 @@ def _feature_table(lk: FeatureLookup, codes: np.ndarray, n_src: int, min_count: 
     keep = np.flatnonzero(counts >= min_count)
     lens = counts[keep]
     starts = table["start"].to_numpy()[keep]
-    entry = np.repeat(np.arange(len(keep)), lens)
-    pos = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
-    per = np.bincount(entry * n_src + codes[np.asarray(lk.example_ids[pos], dtype=np.int64)],
-                      minlength=len(keep) * n_src).reshape(len(keep), n_src)
+    per = np.zeros((len(keep), n_src), np.int64)
+    # Counted a block of features at a time (~4M example ids each): at 1M examples the kept features hold
+    # ~200M example ids, and gathering them all at once took several int64 arrays of that length (GBs each).
+    ends = np.cumsum(lens)
+    b0 = 0
+    while b0 < len(keep):
+        b1 = max(b0 + 1, int(np.searchsorted(ends, (ends[b0 - 1] if b0 else 0) + _LOOKUP_BATCH, side="right")))
+        bl, bs = lens[b0:b1], starts[b0:b1]
+        entry = np.repeat(np.arange(b1 - b0), bl)
+        pos = np.repeat(bs - (np.cumsum(bl) - bl), bl) + np.arange(int(bl.sum()))
+        per[b0:b1] = np.bincount(entry * n_src + codes[np.asarray(lk.example_ids[pos], dtype=np.int64)],
+                                 minlength=(b1 - b0) * n_src).reshape(b1 - b0, n_src)
+        b0 = b1
     sub = table.take(pa_indices(keep))
     feat_col = sub["feature"]
     return _FeatureTable(
@@ -746,14 +874,14 @@ def _feature_table(lk: FeatureLookup, codes: np.ndarray, n_src: int, min_count: 
     )
 
 
-def pa_indices(ix: np.ndarray) -> Any:
+def pa_indices(ix: np.ndarray) -> pa.Array:
     import pyarrow as pa
 
     return pa.array(np.asarray(ix, dtype=np.int64))
 
 
 def mine(
-    idx: Any,
+    idx: TurfIndex,
     *,
     top: int = 25,
     min_count: int = 20,
@@ -765,6 +893,7 @@ def mine(
     max_per_feature: int = 2,
     max_per_source: int = 3,
     signatures_per_kind: int = 3,
+    max_signatures_per_kind: int = 6,
 ) -> MineResult:
     """Rank a mix's chunky correlations without a failure in hand.
 
@@ -772,8 +901,12 @@ def mine(
     lift's 95% interval (ln of it is `score`), so a 60-example word at 94% in a 2% source ranks with a
     7,000-example template, and a handful of examples cannot rank on luck. Features covering nearly the same
     examples (Jaccard ≥ 0.8: `format:boxed` and `word:boxed`) are one row; each source has at most
-    `max_per_source` rows. Per source, its strongest signature of each kind (query, opening, closing,
-    vocabulary, format), with up to `signatures_per_kind` - 1 runners-up (distinct examples) each.
+    `max_per_source` rows. Per source, its strongest signature of each kind (query template, query vocabulary,
+    opening, closing, vocabulary, format), with up to `signatures_per_kind` - 1 runners-up (distinct examples)
+    each, and up to `max_signatures_per_kind` in all when the further ones are near-exclusive to the source
+    (EXCLUSIVE_SHARE): a source's distinct chunks, not only its largest. Per source, its strongest habits
+    conditional on a query feature (`ConditionalHabit`, up to `signatures_per_kind`): a format-level response
+    feature far more frequent, inside the source, among the examples whose query has the feature.
     Pairs: among candidate features per side with df in [min_count, max_df_frac · N] — the most
     concentrated of each source (at least 30 per source), every format-level feature, the most frequent other
     non-word features, and for each format-level response feature the query features most over-represented
@@ -786,7 +919,8 @@ def mine(
     n = int(src_sizes.sum())
     params = dict(top=top, min_count=min_count, min_share=min_share, min_rate=min_rate, min_lift=min_lift,
                   max_df_frac=max_df_frac, pair_candidates=pair_candidates, max_per_feature=max_per_feature,
-                  max_per_source=max_per_source, signatures_per_kind=signatures_per_kind)
+                  max_per_source=max_per_source, signatures_per_kind=signatures_per_kind,
+                  max_signatures_per_kind=max_signatures_per_kind)
     if n == 0:
         return MineResult(0, [], [], params, 0.0)
     lk = feature_lookup(idx)
@@ -800,7 +934,8 @@ def mine(
     # lift of every (feature, source) and the lower end of its interval
     df2 = ft.df[:, None].astype(np.float64)
     lift_all = (ft.per / np.maximum(df2, 1)) / mix_share[None, :]
-    low_all = wilson_lower(ft.per, np.broadcast_to(ft.df[:, None], ft.per.shape)) / mix_share[None, :]
+    share_low_all = wilson_lower(ft.per, np.broadcast_to(ft.df[:, None], ft.per.shape))  # of P(src | f)
+    low_all = share_low_all / mix_share[None, :]
     top_src = ft.per.argmax(axis=1)
     rows_i = np.arange(len(ft.df))
     c_top = ft.per[rows_i, top_src]
@@ -866,7 +1001,8 @@ def mine(
                 dup = next((c for other, c in picked if near_duplicates(other, ids)), None)
                 if dup is not None:
                     dup.same_examples.append(ft.names[int(i)])
-                elif len(picked) < max(1, signatures_per_kind):
+                elif len(picked) < max(1, signatures_per_kind) or (
+                        len(picked) < max_signatures_per_kind and share_low_all[i, s] >= EXCLUSIVE_SHARE):
                     picked.append((ids, finding(int(i), s)))
             sig.signatures[kname] = picked[0][1]
             if len(picked) > 1:
@@ -894,10 +1030,18 @@ def mine(
     pairs = _pairs(n, codes, names, {side: [(ft.names[i], ids_of(i)) for i in cand_i[side]] for side in cand_i},
                    min_count=min_count, min_rate=min_rate, min_lift=min_lift)
     fixed_resp = [i for i in cand_i["response"] if is_fixed[i]]  # a format habit conditional on the query
-    pairs += _response_driven_pairs(ft, ids_of, lk.example_ids, codes, names, n, fixed_resp, {(p.row.query_feature, p.row.response_feature) for p in pairs},
-                                    min_count=min_count, min_rate=min_rate, min_lift=min_lift, max_df=max_df)
+    qx = _query_index(ft, lk.example_ids, n, max_df)
+    pairs += _response_driven_pairs(ft, qx, ids_of, codes, names, n, fixed_resp,
+                                    {(p.row.query_feature, p.row.response_feature) for p in pairs},
+                                    min_count=min_count, min_rate=min_rate, min_lift=min_lift)
     # pairs of one source are more often distinct findings than its concentrated features: a looser cap
     chosen = _choose_pairs(pairs, top, max_per_feature, max(max_per_source, top // 5))
+    habits = _conditional_habits(ft, qx, ids_of, codes, names, src_sizes, np.flatnonzero(ft.is_resp & is_fixed),
+                                 min_count=min_count, min_rate=min_rate, min_lift=min_lift,
+                                 per_source=max(1, signatures_per_kind), max_per_source=max_signatures_per_kind,
+                                 max_per_feature=max_per_feature)
+    for sig in signatures:
+        sig.conditional = habits.get(sig.source, [])
     return MineResult(n, concentrated, chosen, params, time.perf_counter() - t0, signatures)
 
 
@@ -949,7 +1093,7 @@ def _pairs(
         rname, rids = rf[j]
         if qname == rname or echoes(qname, rname):
             continue
-        e = np.intersect1d(qids, rids, assume_unique=True)
+        e = intersect_sorted(qids, rids)
         sc = np.bincount(codes[e], minlength=len(names))
         out.append(_Pair(FeaturePair(
             query_feature=qname, response_feature=rname, n_query=int(nq[i]), n_response=int(nr[j]),
@@ -961,10 +1105,54 @@ def _pairs(
     return out
 
 
+@dataclass
+class _QueryIndex:
+    """Each example's query features (rows of the feature table with df ≤ max_df), as a CSR over example ids:
+    the query features of example e are `rows[q_of[offsets[e]:offsets[e + 1]]]`. Counting the query features
+    over the examples of a response feature is then one gather and one bincount."""
+
+    rows: np.ndarray  # feature-table rows of the query features [Q]
+    q_of: np.ndarray  # int32, local query-feature index of each (example, feature) entry, grouped by example
+    offsets: np.ndarray  # int64 [N + 1]
+
+
+def _query_index(ft: _FeatureTable, example_ids: np.ndarray, n: int, max_df: float) -> _QueryIndex:
+    q_rows = np.flatnonzero(~ft.is_resp & (ft.df <= max_df))
+    lens = ft.df[q_rows]
+    q_of = np.repeat(np.arange(len(q_rows), dtype=np.int32), lens)
+    # every (query feature, example) of these features, gathered from the lookup's CSR in one read
+    pos = np.arange(int(lens.sum()), dtype=np.int64)
+    pos += np.repeat(ft.starts[q_rows] - (np.cumsum(lens) - lens), lens)
+    ex = np.asarray(example_ids[pos], dtype=np.int64)
+    del pos
+    # Grouped by example, then by feature: one in-place sort of the key example · Q + feature (the pairs are
+    # distinct) orders them as a stable argsort by example would, without the argsort's index array and
+    # the two gathered copies (at 1M examples ~100M entries: GBs and most of mine's time).
+    nq = max(len(q_rows), 1)
+    key = ex
+    key *= nq
+    key += q_of
+    del q_of, ex
+    key.sort()
+    q_of = (key % nq).astype(np.int32)
+    key //= nq
+    counts = np.bincount(key, minlength=n)[:n]
+    del key
+    return _QueryIndex(q_rows, q_of, np.concatenate([np.zeros(1, np.int64), np.cumsum(counts, dtype=np.int64)]))
+
+
+def _query_features_of(qx: _QueryIndex, examples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(local query-feature index, the example) of every query feature of `examples`."""
+    starts, ends = qx.offsets[examples], qx.offsets[examples + 1]
+    lens = ends - starts
+    pos = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+    return qx.q_of[pos], np.repeat(examples, lens)
+
+
 def _response_driven_pairs(
     ft: _FeatureTable,
-    ids_of: Any,
-    example_ids: np.ndarray,
+    qx: _QueryIndex,
+    ids_of: Callable[[int], np.ndarray],
     codes: np.ndarray,
     names: list[str],
     n: int,
@@ -974,41 +1162,29 @@ def _response_driven_pairs(
     min_count: int,
     min_rate: float,
     min_lift: float,
-    max_df: float,
     per_response: int = 10,
     max_response_df: float = 0.05,
 ) -> list[_Pair]:
     """Pairs whose query feature is no candidate of its own: a format habit conditional on a query feature of a
     chunk (a language named in a coding source's query → fenced code) rides on a feature too small to be among
     the source's most concentrated. For each format-level response feature (df ≤ max_response_df · N), count every
-    query feature over its examples (an example → query-feature index over the lookup) and keep the
-    `per_response` with the highest lift lower bound."""
+    query feature over its examples (the query index) and keep the `per_response` with the highest lift lower
+    bound."""
     from chunky.turf.lexical import echoes
 
-    q_rows = np.flatnonzero(~ft.is_resp & (ft.df <= max_df))
+    q_rows = qx.rows
     if not len(q_rows) or not response_cands:
         return []
-    lens = ft.df[q_rows]
-    q_of = np.repeat(np.arange(len(q_rows), dtype=np.int32), lens)
-    # every (query feature, example) of these features, gathered from the lookup's CSR in one read
-    pos = np.repeat(ft.starts[q_rows] - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
-    ex = np.asarray(example_ids[pos], dtype=np.int64)
-    del pos
-    order = np.argsort(ex, kind="stable")
-    ex, q_of = ex[order], q_of[order]
-    offsets = np.searchsorted(ex, np.arange(n + 1))
+    nq = ft.df[q_rows].astype(np.float64)
     out: list[_Pair] = []
     for r in response_cands:
         if ft.df[r] > max_response_df * n or ft.df[r] < min_count:
             continue
         e = ids_of(int(r))
-        starts, ends = offsets[e], offsets[e + 1]
-        lens = ends - starts
-        if not lens.sum():
+        q_local, _ = _query_features_of(qx, e)
+        if not len(q_local):
             continue
-        pos = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
-        both = np.bincount(q_of[pos], minlength=len(q_rows))
-        nq = ft.df[q_rows].astype(np.float64)
+        both = np.bincount(q_local, minlength=len(q_rows))
         p = both / nq
         base = ft.df[r] / n
         ok = np.flatnonzero((both >= min_count) & (p >= min_rate) & (p / base >= min_lift))
@@ -1022,7 +1198,7 @@ def _response_driven_pairs(
             if (qname, rname) in known or qname == rname or echoes(qname, rname):
                 continue
             qids = ids_of(int(q_rows[j]))
-            both_ids = np.intersect1d(qids, e, assume_unique=True)
+            both_ids = intersect_sorted(qids, e)
             sc = np.bincount(codes[both_ids], minlength=len(names))
             lo = float(wilson(int(both[j]), int(nq[j]))[0] / base)
             out.append(_Pair(FeaturePair(
@@ -1035,6 +1211,99 @@ def _response_driven_pairs(
             taken += 1
             if taken >= per_response:
                 break
+    return out
+
+
+def _conditional_habits(
+    ft: _FeatureTable,
+    qx: _QueryIndex,
+    ids_of: Callable[[int], np.ndarray],
+    codes: np.ndarray,
+    names: list[str],
+    src_sizes: np.ndarray,
+    response_rows: np.ndarray,
+    *,
+    min_count: int,
+    min_rate: float,
+    min_lift: float,
+    per_source: int,
+    max_per_source: int,
+    max_per_feature: int,
+) -> dict[str, list[ConditionalHabit]]:
+    """Per source, its strongest format habits conditional on a query feature (`ConditionalHabit`), strongest
+    lift lower bound first (inside the source), near-duplicates (nearly the same examples) folded into one.
+
+    A lift of at least min_lift inside a source needs P(r | src) ≤ 1 / min_lift and P(q | src) ≤ 1 / min_lift
+    (P(r | src) ≥ P(r | q, src) P(q | src)), so a feature present in most of a source is no candidate there: it
+    is the source's own signature, not a habit conditional on its queries. Counted per response feature over its
+    examples in the sources where it can qualify: one gather of their query features, one bincount per
+    (query feature, source). A source shows up to `per_source` habits, and up to `max_per_source` when the further
+    ones are near-deterministic (the lower bound of P(r | q, src) ≥ EXCLUSIVE_SHARE); a response feature at most
+    `max_per_feature` times (its strongest triggers); a format the query names (`word:html` → `format:html`)
+    is instruction following, not a habit (`lexical.echoes`)."""
+    from chunky.turf.lexical import echoes
+
+    n_src = len(names)
+    q_rows = qx.rows
+    out: dict[str, list[ConditionalHabit]] = {}
+    if not len(q_rows) or not len(response_rows):
+        return out
+    nq_s = ft.per[q_rows]  # [Q, S]: examples of each source whose query has the feature
+    q_ok = (nq_s >= min_count) & (nq_s * min_lift <= src_sizes[None, :])
+    # per source: (score, is the query feature a word, query feature (local), response row, both, n_r in source)
+    cands: dict[int, list[tuple[float, bool, int, int, int, int]]] = {}
+    for r in response_rows:
+        r = int(r)
+        e = ids_of(r)
+        src_e = codes[e]
+        nr_s = np.bincount(src_e, minlength=n_src)
+        eligible = (nr_s >= min_count) & (nr_s * min_lift <= src_sizes)
+        if not eligible.any():
+            continue
+        e = e[eligible[src_e]]
+        q_local, ex = _query_features_of(qx, e)
+        both = np.bincount(q_local.astype(np.int64) * n_src + codes[ex], minlength=len(q_rows) * n_src)
+        both = both.reshape(len(q_rows), n_src)
+        qi, si = np.nonzero((both >= min_count) & q_ok & eligible[None, :])
+        if not len(qi):
+            continue
+        k = both[qi, si]
+        p = k / nq_s[qi, si]
+        base = nr_s[si] / src_sizes[si]
+        ok = (p >= min_rate) & (p / base >= min_lift)
+        qi, si, k, base = qi[ok], si[ok], k[ok], base[ok]
+        score = np.round(np.log(wilson_lower(k, nq_s[qi, si]) / base), 6)
+        for j in range(len(qi)):
+            qname = ft.names[int(q_rows[qi[j]])]
+            if qname == ft.names[r] or echoes(qname, ft.names[r]):  # the query's own format, or one it names
+                continue
+            cands.setdefault(int(si[j]), []).append(
+                (float(score[j]), bool(ft.is_word[q_rows[qi[j]]]), int(qi[j]), r, int(k[j]), int(nr_s[si[j]])))
+    for s, cs in cands.items():
+        # strongest first; ties to format-level query features, then by name (the same result every run)
+        cs.sort(key=lambda c: (-c[0], c[1], ft.names[int(q_rows[c[2]])], ft.names[c[3]]))
+        shown: list[tuple[np.ndarray, ConditionalHabit]] = []
+        per_response: dict[int, int] = {}
+        for _, _, qi_, r_, n_both, n_r in cs[:200]:  # a little past the last shown one, to fold its near-duplicates
+            qname, rname = ft.names[int(q_rows[qi_])], ft.names[r_]
+            qids = ids_of(int(q_rows[qi_]))
+            both_ids = intersect_sorted(qids[codes[qids] == s], ids_of(r_))
+            dup = next((h for ids, h in shown if near_duplicates(ids, both_ids)), None)
+            n_s, n_q = int(src_sizes[s]), int(nq_s[qi_, s])
+            if dup is not None:
+                dup.same_examples.append(f"{qname} → {rname}")
+            elif per_response.get(r_, 0) < max_per_feature and (
+                    len(shown) < per_source
+                    or (len(shown) < max_per_source and wilson(n_both, n_q)[0] >= EXCLUSIVE_SHARE)):
+                per_response[r_] = per_response.get(r_, 0) + 1
+                p_, base_ = n_both / n_q, n_r / n_s
+                low_ = wilson(n_both, n_q)[0] / base_
+                shown.append((both_ids, ConditionalHabit(
+                    source=names[s], query_feature=qname, response_feature=rname, n_source=n_s, n_query=n_q,
+                    n_response=n_r, n_both=n_both, p_response_given_query=p_, ci=wilson(n_both, n_q), p_response=base_,
+                    lift=p_ / base_, lift_low=low_, score=math.log(max(low_, 1e-12)),
+                )))
+        out[names[s]] = [h for _, h in shown]
     return out
 
 

@@ -25,9 +25,10 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -168,7 +169,7 @@ class StageProgress:
 class _Tracked:
     """A Reporter proxy that records the running stage's progress into a StageProgress."""
 
-    def __init__(self, inner: "Reporter", progress: StageProgress):
+    def __init__(self, inner: Reporter, progress: StageProgress):
         self.inner = inner
         self.progress = progress
 
@@ -198,7 +199,14 @@ class Reporter:
 class RichReporter(Reporter):
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = Console(stderr=True)
         self.progress = Progress(
@@ -686,7 +694,8 @@ class IndexBuilder:
             done = store.all_done()
         finally:
             store.close()
-        rows_q, rows_r = [], []
+        rows_q: list[tuple[int, str, str]] = []
+        rows_r: list[tuple[int, str, str]] = []
         for r in done:
             rows_q.extend((r.example_id, "query", t) for t in r.query)
             rows_r.extend((r.example_id, "response", t) for t in r.response)

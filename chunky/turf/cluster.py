@@ -16,8 +16,8 @@ import math
 import re
 import warnings
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -61,6 +61,7 @@ def kmeans(x: np.ndarray, k: int, *, niter: int = 20, seed: int = 0) -> ClusterR
     else:
         km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1)
         km.train(x)
+        assert km.centroids is not None  # set by train()
         centroids = km.centroids.astype(np.float32)
     norms = np.linalg.norm(centroids, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
@@ -73,10 +74,10 @@ def kmeans(x: np.ndarray, k: int, *, niter: int = 20, seed: int = 0) -> ClusterR
 
 def ctfidf_keywords(texts: Sequence[str], assignment: np.ndarray, k: int, top: int = 5) -> list[list[str]]:
     """The `top` c-TF-IDF words of each cluster."""
-    per: list[Counter] = [Counter() for _ in range(k)]
+    per: list[Counter[str]] = [Counter() for _ in range(k)]
     for t, c in zip(texts, assignment.tolist()):
         per[c].update(w for w in _WORD.findall(t.lower()) if w not in KEYWORD_STOP and len(w) > 1)
-    total = Counter()
+    total: Counter[str] = Counter()
     for c in per:
         total.update(c)
     sizes = [sum(c.values()) for c in per]

@@ -5,22 +5,26 @@ Each command is its own function; `register(app)` calls one `_register_<group>(a
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
+from chunky.cli_options import json_option, limit_option, no_cache_option, out_option, seed_option
+from chunky.errors import ExitCode
+from chunky.interrupts import signals_as_interrupt
 from chunky.models.embeddings import DEFAULT_EMBEDDER
+
+if TYPE_CHECKING:  # typer >= 0.2x vendors click; its hooks are typed with that copy's Context
+    from typer._click import Context as ClickContext
+
 
 class _BuildByDefault(TyperGroup):
     """`chunky index DATA ...` means `chunky index build DATA ...` (DATA is not a subcommand name)."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
         if args and not args[0].startswith("-") and args[0] not in self.commands:
             args = ["build", *args]
         return super().parse_args(ctx, args)
@@ -35,30 +39,30 @@ index_app = typer.Typer(
 
 
 def index_build(
-    data: str = typer.Argument(..., help="Training data: .jsonl[.gz], .json, .parquet, .csv, hf:<name> (or hf:<name>@<split>), or a saved dataset folder."),
-    out: Path = typer.Option(..., "--out", "-o", help="Index directory to write (or resume)."),
-    extractor: str = typer.Option("lexical", "--extractor", help="lexical (no LLM), llm (the paper's attributes), or both."),
-    extract_model: Optional[str] = typer.Option(None, "--extract-model", help="Model spec for LLM attributes (default: local)."),
-    attributes_per_side: int = typer.Option(10, "--attributes-per-side", help="LLM attributes per query and per response."),
-    extract_concurrency: Optional[int] = typer.Option(None, "--extract-concurrency", help="Concurrent extraction calls (default: the provider's)."),
-    embedder: str = typer.Option(DEFAULT_EMBEDDER, "--embedder", help="minilm-static (default: static vectors distilled from the embedded MiniLM), minilm, minilm-onnx, minilm-onnx-int8, a sentence-transformers id/path, http(s)://host:port/v1:<model>, openai:<model>, hash:<dim>."),
-    dtype: str = typer.Option("float32", "--dtype", help="Embedding storage: float32 or float16."),
-    embed_workers: Optional[int] = typer.Option(None, "--embed-workers", help="Processes for a local embedder (default: CPU cores, at most 4)."),
-    text_tokens: int = typer.Option(128, "--text-tokens", help="Tokens of each response text embedded (lexical channel)."),
-    clusters: Optional[int] = typer.Option(None, "--clusters", help="K for k-means (default round(10 N / 376), the paper's ratio)."),
-    summary_model: Optional[str] = typer.Option(None, "--summary-model", help="Model spec that writes cluster summaries (default: most central attribute)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Index only the first N pairs."),
-    sample: Optional[int] = typer.Option(None, "--sample", help="Index a uniform random sample of N pairs."),
-    seed: int = typer.Option(0, "--seed", help="Seed for --sample and k-means."),
-    source_field: Optional[str] = typer.Option(None, "--source-field", help="Row field naming the source dataset (default: source)."),
-    turns: str = typer.Option("first", "--turns", help="first: the first user turn and its reply; all: every pair."),
-    min_df: Optional[int] = typer.Option(None, "--min-df", help="Minimum examples for a word/n-gram feature (default 5; 2 under 1,000 examples)."),
-    max_df: float = typer.Option(0.5, "--max-df", help="Maximum share of examples for a word/n-gram feature."),
-    batch_size: int = typer.Option(4096, "--batch-size", help="Examples per lexical batch (the unit of resume)."),
-    ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: 'auto' (local or RAY_ADDRESS) or a cluster address."),
-    force: bool = typer.Option(False, "--force", help="Delete the index's files and rebuild from scratch."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print calls, tokens and estimated cost of the LLM extraction; build nothing."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the model call cache for extraction."),
+    data: Annotated[str, typer.Argument(help="Training data: .jsonl[.gz], .json, .parquet, .csv, hf:<name> (or hf:<name>@<split>), or a saved dataset folder.")],
+    out: Annotated[Path, out_option("Index directory to write (or resume).")],
+    extractor: Annotated[str, typer.Option("--extractor", help="lexical (no LLM), llm (the paper's attributes), or both.")] = "lexical",
+    extract_model: Annotated[str | None, typer.Option("--extract-model", help="Model spec for LLM attributes (default: local).")] = None,
+    attributes_per_side: Annotated[int, typer.Option("--attributes-per-side", help="LLM attributes per query and per response.")] = 10,
+    extract_concurrency: Annotated[int | None, typer.Option("--extract-concurrency", help="Concurrent extraction calls (default: the provider's).")] = None,
+    embedder: Annotated[str, typer.Option("--embedder", help="minilm-static (default: static vectors distilled from the embedded MiniLM), minilm, minilm-onnx, minilm-onnx-int8, a sentence-transformers id/path, http(s)://host:port/v1:<model>, openai:<model>, hash:<dim>.")] = DEFAULT_EMBEDDER,
+    dtype: Annotated[str, typer.Option("--dtype", help="Embedding storage: float32 or float16.")] = "float32",
+    embed_workers: Annotated[int | None, typer.Option("--embed-workers", help="Processes for a local embedder (default: CPU cores, at most 4).")] = None,
+    text_tokens: Annotated[int, typer.Option("--text-tokens", help="Tokens of each response text embedded (lexical channel).")] = 128,
+    clusters: Annotated[int | None, typer.Option("--clusters", help="K for k-means (default round(10 N / 376), the paper's ratio).")] = None,
+    summary_model: Annotated[str | None, typer.Option("--summary-model", help="Model spec that writes cluster summaries (default: most central attribute).")] = None,
+    limit: Annotated[int | None, limit_option("Index only the first N pairs.")] = None,
+    sample: Annotated[int | None, typer.Option("--sample", help="Index a uniform random sample of N pairs.")] = None,
+    seed: Annotated[int, seed_option("Seed for --sample and k-means.")] = 0,
+    source_field: Annotated[str | None, typer.Option("--source-field", help="Row field naming the source dataset (default: source).")] = None,
+    turns: Annotated[str, typer.Option("--turns", help="first: the first user turn and its reply; all: every pair.")] = "first",
+    min_df: Annotated[int | None, typer.Option("--min-df", help="Minimum examples for a word/n-gram feature (default 5; 2 under 1,000 examples).")] = None,
+    max_df: Annotated[float, typer.Option("--max-df", help="Maximum share of examples for a word/n-gram feature.")] = 0.5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per lexical batch (the unit of resume).")] = 4096,
+    ray: Annotated[str | None, typer.Option("--ray", help="Run on Ray: 'auto' (local or RAY_ADDRESS) or a cluster address.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Delete the index's files and rebuild from scratch.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print calls, tokens and estimated cost of the LLM extraction; build nothing.")] = False,
+    no_cache: Annotated[bool, no_cache_option("Do not use the model call cache for extraction.")] = False,
 ) -> None:
     """Build (or resume) a TURF index."""
     from chunky.turf.build import BuildOptions, IndexBuilder, RichReporter
@@ -100,12 +104,12 @@ def index_build(
     reporter = RichReporter()
     builder.reporter = reporter
     try:
-        with _signals_as_interrupt():
+        with signals_as_interrupt():
             summary = builder.run()
     except KeyboardInterrupt:
         reporter.close()
         typer.echo(f"{out}: interrupted; saved: {builder.saved_note()} — rerun the same command to resume", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     finally:
         reporter.close()
     meta = summary.meta
@@ -127,24 +131,9 @@ def index_build(
         typer.echo(w, err=True)
 
 
-@contextlib.contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGINT end a build as KeyboardInterrupt, so the build's last line says what it saved. SIGINT is
-    set explicitly too: a process started in the background inherits an ignored SIGINT, and Ctrl-C would do nothing."""
-    def on_signal(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def index_info(
-    idx: Path = typer.Argument(..., help="Index directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print index.json."),
+    idx: Annotated[Path, typer.Argument(help="Index directory.")],
+    as_json: Annotated[bool, json_option("Print index.json.")] = False,
 ) -> None:
     """Counts, models, parameters, sources and the top features of an index."""
     from rich.console import Console
@@ -207,8 +196,8 @@ def index_info(
 
 
 def index_export(
-    idx: Path = typer.Argument(..., help="Index directory (with the LLM channel)."),
-    out: Path = typer.Option(..., "--out", "-o", help="The pseudo_sae_attributes.jsonl to write."),
+    idx: Annotated[Path, typer.Argument(help="Index directory (with the LLM channel).")],
+    out: Annotated[Path, out_option("The pseudo_sae_attributes.jsonl to write.")],
 ) -> None:
     """Export to the SURF authors' pseudo_sae_attributes.jsonl (prompt, response, attributes, sae_attributes, ...)."""
     from chunky.turf.export import export_pseudo_sae

@@ -11,9 +11,9 @@ import asyncio
 import json
 import re
 import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from chunky.errors import ModelError
 from chunky.models import Model

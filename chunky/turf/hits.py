@@ -28,7 +28,7 @@ class ExampleClusters:
         self.n_examples_with_attrs = int(np.count_nonzero(np.diff(self.offsets)))
 
     @classmethod
-    def build(cls, example_ids: np.ndarray, clusters: np.ndarray, n_examples: int, n_clusters: int) -> "ExampleClusters":
+    def build(cls, example_ids: np.ndarray, clusters: np.ndarray, n_examples: int, n_clusters: int) -> ExampleClusters:
         ex = np.asarray(example_ids, dtype=np.int64)
         cl = np.asarray(clusters, dtype=np.int64)
         keep = cl >= 0
@@ -73,7 +73,7 @@ class HitCounts:
     n_examples: int
 
     @classmethod
-    def count(cls, example_clusters: ExampleClusters, retrieved_example_ids: np.ndarray) -> "HitCounts":
+    def count(cls, example_clusters: ExampleClusters, retrieved_example_ids: np.ndarray) -> HitCounts:
         ids = np.asarray(retrieved_example_ids, dtype=np.int64)
         _, cl = example_clusters.gather(ids)
         hits = np.bincount(cl, minlength=example_clusters.n_clusters).astype(np.int64)

@@ -24,22 +24,29 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from chunky import serde
 from chunky.errors import ChunkyError, ConfigError
+from chunky.turf.hits import ExampleClusters
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
 
     from chunky.models.embeddings import Embedder
+    from chunky.turf.trace.search import VectorSearch
+
+T = TypeVar("T")
 
 FORMAT = "chunky-index"
 VERSION = 1
@@ -123,11 +130,11 @@ class EmbedderInfo:
     probe: list[float] = field(default_factory=list)
 
     @classmethod
-    def of(cls, embedder: "Embedder", dtype: str) -> "EmbedderInfo":
+    def of(cls, embedder: Embedder, dtype: str) -> EmbedderInfo:
         return cls(spec=embedder.spec, dim=embedder.dim, dtype=dtype,
                    probe=[round(float(x), 5) for x in embedder.probe()])
 
-    def check(self, embedder: "Embedder", where: str) -> None:
+    def check(self, embedder: Embedder, where: str) -> None:
         """Refuse vectors of another embedder than the one that made this index's vectors."""
         from chunky.models.embeddings import canonical_spec
 
@@ -186,24 +193,35 @@ class IndexMeta:
         return list(self.extractor.get("channels", []))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "IndexMeta":
-        return cls(
-            format=d.get("format", ""),
-            version=int(d.get("version", 0)),
-            chunky_version=d.get("chunky_version", ""),
-            created_at=d.get("created_at", ""),
-            data=DataInfo(**d.get("data", {})),
-            params=dict(d.get("params", {})),
-            embedder=EmbedderInfo(**{k: v for k, v in d.get("embedder", {}).items() if k in EMBEDDER_FIELDS}),
-            extractor=dict(d.get("extractor", {})),
-            counts=IndexCounts(**d.get("counts", {})),
-            sources={str(k): int(v) for k, v in d.get("sources", {}).items()},
-            files=dict(d.get("files", {})),
-            stages=dict(d.get("stages", {})),
-        )
+    def from_dict(cls, d: dict[str, Any]) -> IndexMeta:
+        # Real work: a file without format/version is not taken for the current format (the caller checks them).
+        return serde.from_dict(cls, {"format": "", "version": 0, **d}, where="index.json")
 
 
-EMBEDDER_FIELDS = {"spec", "dim", "dtype", "probe"}
+
+@dataclass
+class SourceCodes:
+    """The source of every example, dictionary-encoded: `names[codes[example_id]]`."""
+
+    codes: np.ndarray  # int32 [N], source code of each example
+    names: list[str]
+    sizes: np.ndarray  # int64 [n_sources], examples per source
+
+    @property
+    def n(self) -> int:
+        return int(self.sizes.sum())
+
+
+class ExampleText(NamedTuple):
+    """The text columns of one example (examples.parquet), as `TurfIndex.examples_by_id` returns them."""
+
+    id: str
+    source: str
+    query: str
+    response: str
+
+
+SEARCHABLE = ("response_attr", "response_text", "centroids")
 
 
 def read_meta(path: Path) -> IndexMeta:
@@ -230,9 +248,15 @@ class TurfIndex:
         self._tables: dict[str, pa.Table] = {}
         self._emb: dict[str, np.ndarray] = {}
         self._embedder: Embedder | None = None
+        # Derived data the attribution reads on every trace (see "derived data" below), built once per index
+        # object: tracing many findings against one index loads each table and builds each FAISS index once.
+        self._memo: dict[str, object] = {}
+        self._memo_lock = threading.Lock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._con_lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> "TurfIndex":
+    def open(cls, path: str | os.PathLike[str]) -> TurfIndex:
         p = Path(path)
         meta = read_meta(p)
         if meta.stages.get("finalize") != "done":
@@ -286,6 +310,10 @@ class TurfIndex:
     def clusters(self, columns: list[str] | None = None) -> pa.Table:
         return self._table("clusters", columns)
 
+    def iter_examples(self, columns: list[str], batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
+        """examples.parquet in row order, streamed batch by batch (for a pass over a mix too large to load)."""
+        yield from pq.ParquetFile(self.path / "examples.parquet").iter_batches(batch_size=batch_size, columns=columns)
+
     # ---- embeddings (memory-mapped) ---------------------------------------------------------
     def _npy(self, name: str) -> np.ndarray:
         if name not in self._emb:
@@ -319,8 +347,99 @@ class TurfIndex:
         t = self.attributes(["side", "cluster"])
         return t.filter(pc.equal(t["side"], "query"))["cluster"].to_numpy()
 
+    # ---- derived data, built once per index object ---------------------------------------------
+    def _memoised(self, key: str, make: Callable[[], T]) -> T:
+        with self._memo_lock:
+            if key in self._memo:
+                return self._memo[key]  # type: ignore[return-value]
+        # Built outside the lock: two threads may both build it once, but neither waits on the other's scan.
+        value = make()
+        with self._memo_lock:
+            return self._memo.setdefault(key, value)  # type: ignore[return-value]
+
+    def searcher(self, name: str, exact: bool | None = None) -> VectorSearch:
+        """k-NN over one embedding matrix (`response_attr`, `response_text` or `centroids`); an IVF index, when
+        one is used, is kept in IDX/cache/ under the matrix's checksum, so the next process reads it back."""
+        from chunky.turf.trace.search import VectorSearch
+
+        if name not in SEARCHABLE:
+            raise ValueError(f"no vector search over {name!r}; one of {', '.join(SEARCHABLE)}")
+
+        def make() -> VectorSearch:
+            digest = self.meta.files.get(f"emb/{name}.npy", "")[:12] or "nodigest"
+            return VectorSearch(self._npy(name), exact=exact,
+                                cache_file=self.path / "cache" / f"{name}.{digest}.ivf.faiss")
+
+        return self._memoised(f"search:{name}:{exact}", make)
+
+    def source_codes(self) -> SourceCodes:
+        """The source of every example, dictionary-encoded, with each source's size."""
+
+        def make() -> SourceCodes:
+            col = self.examples(["source"])["source"].combine_chunks().dictionary_encode()
+            codes = np.asarray(col.indices.to_numpy(zero_copy_only=False), dtype=np.int32)
+            names = [str(x) for x in col.dictionary.to_pylist()]
+            return SourceCodes(codes, names, np.bincount(codes, minlength=len(names)).astype(np.int64))
+
+        return self._memoised("sources", make)
+
+    def example_clusters(self) -> ExampleClusters:
+        """The query clusters of every example (from its query attributes), for hit counting."""
+
+        def make() -> ExampleClusters:
+            ex = self.attr_example_ids("query")
+            cl = self.query_attr_clusters()
+            n_clusters = max(self.meta.counts.clusters, int(cl.max()) + 1 if len(cl) else 0)
+            return ExampleClusters.build(ex, cl, self.meta.counts.examples, n_clusters)
+
+        return self._memoised("example_clusters", make)
+
+    def response_attrs(self) -> tuple[np.ndarray, list[str]]:
+        """(example_id, text) of each response attribute, in attr_id order (row i <-> response_attr_emb row i)."""
+
+        def make() -> tuple[np.ndarray, list[str]]:
+            t = self.attributes(["side", "text"])
+            texts = t.filter(pc.equal(t["side"], "response"))["text"].to_pylist()
+            return self.attr_example_ids("response"), texts
+
+        return self._memoised("response_attrs", make)
+
+    def cluster_summaries(self) -> dict[int, str]:
+        """cluster -> its summary (clusters.parquet)."""
+
+        def make() -> dict[int, str]:
+            t = self.clusters(["cluster", "summary"])
+            return dict(zip(t["cluster"].to_pylist(), t["summary"].to_pylist()))
+
+        return self._memoised("cluster_summaries", make)
+
+    def feature_df(self, side: str = "query") -> dict[str, tuple[int, str]]:
+        """feature -> (df, kind) for one side (feature_stats.parquet)."""
+
+        def make() -> dict[str, tuple[int, str]]:
+            t = self.feature_stats(["side", "feature", "kind", "df"])
+            t = t.filter(pc.equal(t["side"], side))
+            return {f: (int(d), k) for f, d, k in zip(t["feature"].to_pylist(), t["df"].to_pylist(),
+                                                      t["kind"].to_pylist())}
+
+        return self._memoised(f"feature_df:{side}", make)
+
+    def examples_by_id(self, ids: Sequence[int]) -> dict[int, ExampleText]:
+        """The text of a few examples, read with DuckDB (no full-table load); ids the index lacks are absent."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        with self._con_lock:  # one connection, used by one thread at a time
+            if self._con is None:
+                self._con = self.duckdb()
+            rows = self._con.execute(
+                "SELECT example_id, id, source, query, response FROM examples WHERE example_id IN (SELECT unnest(?))",
+                [ids],
+            ).fetchall()
+        return {int(r[0]): ExampleText(str(r[1]), str(r[2]), r[3] or "", r[4] or "") for r in rows}
+
     # ---- models and SQL ---------------------------------------------------------------------
-    def embedder(self, max_tokens: int | None = None) -> "Embedder":
+    def embedder(self, max_tokens: int | None = None) -> Embedder:
         """The embedder the index was built with, checked to be the same model (so query vectors are
         comparable); `max_tokens` defaults to the build's budget for response texts."""
         from chunky.models.embeddings import get_embedder
@@ -337,11 +456,11 @@ class TurfIndex:
             self._embedder = emb
         return emb
 
-    def check_embedder(self, embedder: "Embedder") -> None:
+    def check_embedder(self, embedder: Embedder) -> None:
         """Raise ConfigError unless `embedder` makes vectors comparable with this index's."""
         self.meta.embedder.check(embedder, str(self.path))
 
-    def duckdb(self) -> "duckdb.DuckDBPyConnection":
+    def duckdb(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with views examples, features, feature_stats, attributes, clusters."""
         import duckdb
 

@@ -42,9 +42,9 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -388,10 +388,23 @@ def content_stems(feature: str) -> frozenset[str]:
     return frozenset(_stem(w) for w in _norm_words(value) if w not in ENGLISH_STOP and not w.isdigit())
 
 
+def format_name_stems(feature: str) -> frozenset[str]:
+    """The words naming a format-level feature (`format:code_fence` -> {"code", "fence"}, `length:response:short`
+    -> {"short"}); empty for the other kinds."""
+    kind, _, value = feature.partition(":")
+    if kind == "length":
+        value = value.rpartition(":")[2]
+    elif kind != "format":
+        return frozenset()
+    return frozenset(_stem(w) for w in value.split("_") if w)
+
+
 def echoes(query_feature: str, response_feature: str) -> bool:
     """A response feature that only repeats a word of the query feature (the topic echoing: `word:weigh` ->
-    `word:weighs`) is not a behaviour the query triggered."""
-    return bool(content_stems(query_feature) & content_stems(response_feature))
+    `word:weighs`), or a format the query asks for by name (`word:html` -> `format:html`, `ngram:a short` ->
+    `length:response:short`: instruction following), is not a behaviour the query triggered."""
+    q = content_stems(query_feature)
+    return bool(q & content_stems(response_feature)) or bool(q & format_name_stems(response_feature))
 
 
 def extract_features(text: str, side: str) -> list[str]:
@@ -525,10 +538,10 @@ class LexicalBuilder:
         doc: list[int] = []
         B = self._boundary
         for j, toks in enumerate(token_lists):
-            ids = [B if t in BOUNDARY_CHARS else self._id(t) for t in toks]
-            flat.extend(ids)
+            text_ids = [B if t in BOUNDARY_CHARS else self._id(t) for t in toks]
+            flat.extend(text_ids)
             flat.append(B)  # n-grams never cross texts
-            doc.extend([j] * (len(ids) + 1))
+            doc.extend([j] * (len(text_ids) + 1))
         if not flat:
             return np.zeros(0, np.int64), np.zeros(0, np.uint64)
         ids = np.array(flat, dtype=np.int64)
@@ -574,6 +587,7 @@ class LexicalBuilder:
         """Add one batch: for each side, the tokens and regex features of each example (same order)."""
         eids = np.asarray(example_ids, dtype=np.int64)
         arrays: dict[str, np.ndarray] = {}
+        names: dict[str, list[str]] = {}  # the regex feature names of each side, flat
         for side in SIDES:
             d, k = self._candidates(tokens[side])
             arrays[f"{side}_eid"] = eids[d]
@@ -581,15 +595,13 @@ class LexicalBuilder:
             flat = [f for feats in regex[side] for f in feats]
             counts = [len(feats) for feats in regex[side]]
             arrays[f"{side}_reid"] = np.repeat(eids, counts)
-            arrays[f"{side}_rfeat"] = flat
+            names[f"{side}_rfeat"] = flat
         # The regex feature names are strings: store them as one JSON list beside the numeric arrays.
+        for key, flat_names in names.items():
+            arrays[key] = np.array(json.dumps(flat_names))
         path = self.workdir / f"b{self.batches:06d}.npz"
         tmp = self.workdir / f"b{self.batches:06d}_tmp.npz"
-        np.savez(
-            tmp,
-            **{k: v for k, v in arrays.items() if not k.endswith("_rfeat")},
-            **{k: np.array(json.dumps(list(v))) for k, v in arrays.items() if k.endswith("_rfeat")},
-        )
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy types **kwds as if it were allow_pickle
         os.replace(tmp, path)
         self.batches += 1
         self.done_examples += len(eids)

@@ -23,18 +23,19 @@ import asyncio
 import importlib.util
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from chunky.errors import ConfigError, MissingExtraError
+from chunky.models.registry import PROVIDER_ENV_VARS
 from chunky.turf.build import BuildOptions, IndexBuilder, Reporter, embed_resumable
 from chunky.turf.load import Example, LoadReport, RowSkipped, file_stem, row_examples
 
-ENV_PASSED_TO_WORKERS = ("CHUNKY_HOME", "CHUNKY_MODELS_DIR", "CHUNKY_CACHE_DB", "MODEL_API_KEY", "OPENAI_API_KEY",
-                         "ANTHROPIC_API_KEY", "OPENROUTER_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HOST")
+ENV_PASSED_TO_WORKERS = ("CHUNKY_HOME", "CHUNKY_MODELS_DIR", "CHUNKY_CACHE_DB", *PROVIDER_ENV_VARS)
 
 
 def init_ray(address: str, extra_env: tuple[str, ...] = ()) -> None:
@@ -356,7 +357,14 @@ class RayIndexBuilder(IndexBuilder):
         from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
         from chunky.models.structured import parse_structured
-        from chunky.turf.extract import SYSTEM, TOKENS_PER_ATTRIBUTE, ExtractedExample, attribute_schema, build_prompt, clean_attributes
+        from chunky.turf.extract import (
+            SYSTEM,
+            TOKENS_PER_ATTRIBUTE,
+            ExtractedExample,
+            attribute_schema,
+            build_prompt,
+            clean_attributes,
+        )
 
         ray = self._ray()
         n = self.opts.attributes_per_side

@@ -11,7 +11,17 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from chunky.turf.analyses import LIFT_HITS, LIFT_MATCH, LIFT_PAIR, LIFT_SOURCE, SIGNATURE_KINDS, CooccurResult, GrepResult, MineResult
+from chunky.turf.analyses import (
+    LIFT_HITS,
+    LIFT_IN_SOURCE,
+    LIFT_MATCH,
+    LIFT_PAIR,
+    LIFT_SOURCE,
+    SIGNATURE_KINDS,
+    CooccurResult,
+    GrepResult,
+    MineResult,
+)
 from chunky.turf.trace import FeatureHit, LexicalAnchor, SourceShare, TraceResult, TrainingExample
 
 
@@ -287,6 +297,18 @@ def print_mine(res: MineResult, console: Console) -> None:
                 shown = ([sig.signatures[k]] if k in sig.signatures else []) + sig.runners_up.get(k, [])
                 cells.append(Text("\n".join(f"{f.feature} ({f.count}, {f.lift:.0f}×)" for f in shown)) if shown else Text("—"))
             t.add_row(escape(sig.source), _pct(sig.share_of_mix), *cells)
+        console.print(t)
+    habits = [h for sig in res.signatures for h in sig.conditional]
+    if habits:
+        t = Table(title=f"Each source's habits conditional on a query feature (inside the source; {LIFT_IN_SOURCE})",
+                  title_justify="left", show_edge=False)
+        for col in ("source", "query feature", "response feature", "both", "P(r|q,src)", "P(r|src)", LIFT_IN_SOURCE,
+                    "≥ (95%)", "same examples"):
+            t.add_column(col, justify="right" if col in ("both", "P(r|q,src)", "P(r|src)", LIFT_IN_SOURCE, "≥ (95%)") else "left")
+        for h in habits:
+            t.add_row(escape(h.source), Text(h.query_feature), Text(h.response_feature), f"{h.n_both}/{h.n_query}",
+                      _pct(h.p_response_given_query), _pct(h.p_response), f"{h.lift:.1f}×", f"{h.lift_low:.1f}×",
+                      Text(_also(h.same_examples, 1)))
         console.print(t)
     t = Table(title="Query feature → response feature", title_justify="left", show_edge=False)
     for col in ("query feature", "response feature", "both", "P(r|q)", "95% CI", "P(r)", LIFT_PAIR, "≥ (95%)",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -26,10 +26,12 @@ from chunky.errors import ChunkyError
 from chunky.surf.table import PAPER_ORDER, AggregateTable, Cell
 from chunky.web import runs as runs_mod
 from chunky.web.artifacts import load_trace_file, steer_image, steer_view, traces_for_candidate
-from chunky.store.records import IterationRecord
-from chunky.web.charts import Bar, Heatmap, bar_chart, line_chart
+from chunky.web.charts import Bar, bar_chart
 from chunky.web.checks import check_listing, check_page
 from chunky.web.discover import Catalog, Item
+from chunky.web.experiments import experiment_listing
+from chunky.web.experiments import routes as experiment_routes
+from chunky.web.overview import run_overview
 from chunky.web.render import csp, render
 from chunky.web.views import FindingFilter, IndexSummary, RunSummary
 
@@ -175,48 +177,6 @@ def filter_params(f: FindingFilter) -> dict[str, Any]:
     return d
 
 
-@dataclass
-class RunOverview:
-    """The run page's (and the report's) charts and tables above the findings."""
-
-    traj_svg: Markup
-    viol_svg: Markup
-    weights: Heatmap
-    outputs: list[runs_mod.OutputPrompt]
-    iters: list[IterationRecord]
-
-    def context(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-def run_overview(st: Any) -> RunOverview:
-    return runs_mod.memoized("overview", st.dir, None, lambda: _run_overview(st))
-
-
-def _run_overview(st: Any) -> RunOverview:
-    stats = runs_mod.iteration_stats(st)
-    return RunOverview(
-        traj_svg=line_chart(
-            runs_mod.trajectories(stats),
-            x_label="iteration",
-            y_label="best judge score",
-            y_range=(0, 100),
-            bands=runs_mod.SCORE_BANDS,
-            css_class="chart line-chart trajectory",
-        ),
-        viol_svg=line_chart(
-            runs_mod.violation_rates(stats),
-            x_label="iteration",
-            y_label="% of scored candidates > 50",
-            y_range=(0, 100),
-            css_class="chart line-chart violations",
-        ),
-        weights=runs_mod.weight_heatmap(st, stats),
-        outputs=runs_mod.output_prompts(st),
-        iters=runs_mod.iteration_records(st),
-    )
-
-
 def aggregate_table(summaries: list[RunSummary]) -> AggregateTable | None:
     """Paper Table 1 over the served runs: per target × rubric, the share of output prompts above 50."""
     cells: dict[tuple[str, str], Cell] = {}
@@ -263,6 +223,7 @@ class Explorer:
                 indexes=indexes,
                 steers=list(self.catalog.steers.values()),
                 checks=check_listing(self.catalog.roots),
+                experiments=experiment_listing(self.catalog.roots),
             )
         )
 
@@ -370,7 +331,7 @@ class Explorer:
         qp = request.query_params
         grep_form = GrepForm(
             pattern=(qp.get("pattern") or "")[:MAX_PATTERN],
-            side=qp.get("side") if qp.get("side") in ("both", "query", "response") else "both",
+            side=side if (side := qp.get("side") or "both") in ("both", "query", "response") else "both",
             regex=qp.get("regex") == "1",
             case=qp.get("case") == "1",
         )
@@ -389,7 +350,8 @@ class Explorer:
             except ChunkyError as e:
                 mine_error = _form_error(e)
         if not summary.problem and (grep_form.pattern or (co_form.query and co_form.response)):
-            from chunky.turf.analyses import cooccur, grep as grep_fn
+            from chunky.turf.analyses import cooccur
+            from chunky.turf.analyses import grep as grep_fn
             from chunky.turf.index import TurfIndex
 
             idx = TurfIndex.open(item.path)
@@ -585,6 +547,7 @@ def create_app(paths: list[Path | str], *, hosts: list[str] | None = None) -> St
         Route("/steer/{key:path}", _wrap(ex.steer)),
         Route("/index/{key:path}", _wrap(ex.index)),
         Route("/check/{key:path}", _wrap(ex.check)),
+        *experiment_routes(catalog.roots, _wrap),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -7,8 +7,8 @@ result is returned as `Markup` so Jinja inserts it as-is.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from markupsafe import Markup, escape
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from chunky.errors import ChunkyError
 from chunky.suite.check import (
+    CHECK_FORMAT,
     CaseComparison,
     CheckResult,
     Comparison,
@@ -24,39 +25,24 @@ from chunky.suite.check import (
     load_check,
     verdict_of,
 )
-from chunky.web.discover import MAX_DEPTH, SKIP_DIRS, _root_names
+from chunky.web.discover import MAX_DEPTH, SKIP_DIRS, Item, has_format, root_names
 
-SNIFF = b'"format": "chunky-check"'
 DEFAULT_MAX_INCREASE = 10.0
 
 
-@dataclass(frozen=True)
-class CheckItem:
-    key: str
-    path: Path
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
 def is_check_file(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            return SNIFF in f.read(200)
-    except OSError:
-        return False
+    return has_format(path, CHECK_FORMAT)
 
 
-def find_checks(roots: list[Path]) -> dict[str, CheckItem]:
+def find_checks(roots: list[Path]) -> dict[str, Item]:
     """Every check file under `roots` (names only plus a 200-byte read per .json file), keyed like the catalog."""
-    found: dict[str, CheckItem] = {}
-    for root, root_name in zip(roots, _root_names(roots)):
+    found: dict[str, Item] = {}
+    for root, root_name in zip(roots, root_names(roots)):
         _walk(root, root, root_name, 0, found)
     return found
 
 
-def _walk(root: Path, d: Path, root_name: str, depth: int, found: dict[str, CheckItem]) -> None:
+def _walk(root: Path, d: Path, root_name: str, depth: int, found: dict[str, Item]) -> None:
     try:
         entries = sorted(os.scandir(d), key=lambda e: e.name)
     except (PermissionError, FileNotFoundError, NotADirectoryError):
@@ -68,7 +54,7 @@ def _walk(root: Path, d: Path, root_name: str, depth: int, found: dict[str, Chec
             p = Path(e.path)
             if is_check_file(p):
                 rel = p.relative_to(root).as_posix()
-                found[f"{root_name}/{rel}"] = CheckItem(f"{root_name}/{rel}", p)
+                found[f"{root_name}/{rel}"] = Item("check", f"{root_name}/{rel}", p)
         elif e.is_dir() and depth < MAX_DEPTH and e.name not in SKIP_DIRS and not (Path(e.path) / "run.sqlite").is_file():
             _walk(root, Path(e.path), root_name, depth + 1, found)
 
@@ -179,7 +165,7 @@ def build_check_report(check_path: Path, baseline_path: Path | None = None) -> s
     if view.problem:
         raise ChunkyError(view.problem)
     return render("check.html", report=True, u=None, v=view,
-                  generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+                  generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
 
 def write_check_report(check_path: Path, out: Path, baseline_path: Path | None = None) -> Path:

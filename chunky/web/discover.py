@@ -22,7 +22,7 @@ SKIP_DIRS = {"emb", "__pycache__", "node_modules", ".git", ".venv", "venv", "sit
 
 @dataclass
 class Item:
-    kind: str  # run | index | steer | trace
+    kind: str  # run | index | steer | trace | check | experiment
     key: str
     path: Path  # the directory (run, index, steer) or the JSON file (trace)
     parent_key: str = ""  # the run or index a steer/trace belongs to ("" when standalone)
@@ -42,7 +42,7 @@ class Catalog:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def from_paths(cls, paths: list[Path | str]) -> "Catalog":
+    def from_paths(cls, paths: list[Path | str]) -> Catalog:
         roots = []
         for p in paths:
             path = Path(p).expanduser().resolve()
@@ -65,7 +65,7 @@ class Catalog:
         indexes: dict[str, Item] = {}
         steers: dict[str, Item] = {}
         traces: dict[str, Item] = {}
-        names = _root_names(self.roots)
+        names = root_names(self.roots)
         for root, root_name in zip(self.roots, names):
             self._walk(root, root, root_name, 0, runs, indexes, steers, traces)
         with self._lock:
@@ -141,7 +141,18 @@ def classify(d: Path) -> str | None:
     return None
 
 
-def _root_names(roots: list[Path]) -> list[str]:
+def has_format(path: Path, fmt: str) -> bool:
+    """Whether a JSON file chunky wrote declares `"format": "<fmt>"` in its first 200 bytes (a cheap sniff: the
+    explorer walks whole directory trees, and reads one short prefix per candidate file)."""
+    try:
+        with path.open("rb") as f:
+            return f'"format": "{fmt}"'.encode() in f.read(200)
+    except OSError:
+        return False
+
+
+def root_names(roots: list[Path]) -> list[str]:
+    """One display name per served root, made unique with ~2, ~3 ..."""
     names: list[str] = []
     for r in roots:
         base = r.name or "root"

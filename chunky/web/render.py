@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -21,7 +21,7 @@ from markupsafe import Markup
 from chunky.web.charts import heat_style
 
 
-@lru_cache(maxsize=None)
+@cache
 def static_text(name: str) -> str:
     return resources.files("chunky.web").joinpath("static", name).read_text(encoding="utf-8")
 
@@ -97,12 +97,12 @@ def fmt_time(v: Any) -> str:
         return ""
     try:
         if isinstance(v, (int, float)):
-            dt = datetime.fromtimestamp(float(v), tz=timezone.utc)
+            dt = datetime.fromtimestamp(float(v), tz=UTC)
         else:
             dt = datetime.fromisoformat(str(v).replace("Z", "+00:00"))
             if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=timezone.utc)
-        return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+                dt = dt.replace(tzinfo=UTC)
+        return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     except (ValueError, OverflowError, OSError):
         return str(v)
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from chunky.errors import ChunkyError
 from chunky.store.records import CandidateRecord
 from chunky.web import runs as runs_mod
-from chunky.web.app import run_overview
 from chunky.web.artifacts import TraceView, data_uri, load_trace_file, steer_image, steer_view, traces_for_candidate
 from chunky.web.discover import Catalog, Item, classify
+from chunky.web.overview import run_overview
 from chunky.web.render import render
 from chunky.web.views import FindingFilter
 
@@ -57,7 +57,8 @@ def build_report(run_dir: Path, *, top: int = 30) -> str:
     if not run_dir.is_dir():
         raise ChunkyError(f"{run_dir}: no such directory")
     if classify(run_dir) != "run":
-        raise ChunkyError(f"{run_dir}: not a SURF run directory (no run.sqlite); `chunky report` takes a run directory")
+        raise ChunkyError(f"{run_dir}: not a SURF run directory (no run.sqlite); `chunky report` takes a run "
+                          "directory, an experiment folder or a CHECK.json")
     catalog = Catalog.from_paths([run_dir])
     item = catalog.runs.get(run_dir.name) or Item("run", run_dir.name, run_dir)
     summary = runs_mod.run_summary(item)
@@ -113,13 +114,18 @@ def build_report(run_dir: Path, *, top: int = 30) -> str:
         details=details,
         other_traces=other_traces,
         steers=steers,
-        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         **overview.context(),
     )
 
 
 def write_report(run_dir: Path, out: Path, *, top: int = 30) -> Path:
-    """Render and write atomically (a failed render never leaves a half-written file)."""
+    """Render and write atomically (a failed render never leaves a half-written file). An experiment folder gets
+    the experiment's report (chunky.web.experiments)."""
+    from chunky.web.experiments import is_experiment_dir, write_experiment_report
+
+    if is_experiment_dir(Path(run_dir)):
+        return write_experiment_report(Path(run_dir), out)
     return write_html(out, build_report(run_dir, top=top))
 
 

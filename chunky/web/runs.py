@@ -1,55 +1,43 @@
-"""Reading SURF run directories for the explorer: live, read-only, one short-lived connection per request.
+"""Reading SURF run directories for the explorer: live, read-only, one short-lived store per request.
 
-`chunky.store.RunStore` owns the schema; the explorer wraps a read-only SQLite connection in it (so a run
-that is still being written is never locked or modified by a viewer) and uses its record mapping. The few
-aggregates the pages need that the store has no method for (per-iteration maxima, a text search with
-paging) are single SQL queries over the documented `candidates` columns.
+`chunky.store.RunStore` owns `run.sqlite`: the explorer opens it read-only (`RunStore.open_readonly`, so a run
+that is still being written is never locked or modified by a viewer) and asks it only through its public
+methods and typed records; no SQL here. What this module adds is the explorer's view of them (violation
+thresholds, chart series, pages of findings) and a cache keyed on the store's file state.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from chunky.errors import ChunkyError
-from chunky.store.records import (
-    FINAL_STATUSES,
+from chunky.store import (
+    ERROR_STATUSES,
     SCORED,
     BufferEntry,
     CandidateRecord,
+    CandidateSearch,
     IterationRecord,
+    IterationScores,
     RobustnessRow,
     RobustnessSample,
+    RunStore,
+    file_state,
 )
-from chunky.store.runstore import _CAND_COLS, DB_NAME, RunStore, _candidate
 from chunky.turf.hits import wilson as wilson_interval
 from chunky.web.charts import Band, HeatCell, Heatmap, Series
 from chunky.web.discover import Item
 from chunky.web.views import STRONG_VIOLATION, VIOLATION, FindingFilter, FindingPage, RunSummary
 
 T = TypeVar("T")
-
-ERROR_STATUSES = tuple(s for s in FINAL_STATUSES if s != SCORED)
-
-
-def file_state(directory: Path) -> tuple:
-    """What changes whenever the run store changes: size and mtime of run.sqlite and its WAL. (A commit
-    appends to the WAL; a checkpoint rewrites the main file.)"""
-    out = []
-    for name in (DB_NAME, DB_NAME + "-wal"):
-        try:
-            s = os.stat(Path(directory) / name)
-            out.append((s.st_mtime_ns, s.st_size))
-        except FileNotFoundError:
-            out.append(None)
-    return tuple(out)
 
 
 class _Memo:
@@ -155,6 +143,11 @@ def _compact(v: Any) -> Any:
     return v
 
 
+def _mapping(meta: dict[str, Any], key: str) -> dict[str, Any]:
+    value = meta.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def run_summary(item: Item) -> RunSummary:
     """What the runs list shows; a run that cannot be read comes back with `problem` set."""
     return memoized("summary", item.path, item.key, lambda: _run_summary(item))
@@ -165,8 +158,8 @@ def _run_summary(item: Item) -> RunSummary:
         with open_run(item.path) as st:
             meta = st.meta
             status = st.status()
-            models = meta.get("models") if isinstance(meta.get("models"), dict) else {}
-            config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+            models = _mapping(meta, "models")
+            config = _mapping(meta, "config")
             rubric = st.rubric_name or (meta.get("rubric") if isinstance(meta.get("rubric"), str) else "") or "?"
             stats = iteration_stats(st)
             strong = sum(s.strong for s in stats)
@@ -214,36 +207,15 @@ def _run_summary(item: Item) -> RunSummary:
 # --------------------------------------------------------------------------------------------- charts data
 
 
-@dataclass
-class IterationStat:
-    run_id: int
-    iteration: int
-    best: float | None
-    scored: int
-    violations: int
-    strong: int
-    updated: float | None  # the latest finished_at (or created_at) among its candidates
+def iteration_stats(st: RunStore) -> list[IterationScores]:
+    """Per (parallel run, iteration): max score, scored, violating (> 50) and strongly violating (> 70)
+    candidates, including the iteration still running."""
+    return memoized("iteration_stats", st.dir, None, lambda: st.iteration_scores(VIOLATION, STRONG_VIOLATION))
 
 
-def iteration_stats(st: RunStore) -> list[IterationStat]:
-    """Per (parallel run, iteration): max score, scored and violating candidates, including the iteration
-    still running."""
-    return memoized("iteration_stats", st.dir, None, lambda: _iteration_stats(st))
-
-
-def _iteration_stats(st: RunStore) -> list[IterationStat]:
-    rows = st.conn.execute(
-        "SELECT run_id, iteration, MAX(score) FILTER (WHERE status = ?), COUNT(*) FILTER (WHERE status = ?), "
-        "COUNT(*) FILTER (WHERE status = ? AND score > ?), COUNT(*) FILTER (WHERE status = ? AND score > ?), "
-        "MAX(coalesce(finished_at, created_at)) FROM candidates GROUP BY run_id, iteration ORDER BY run_id, iteration",
-        (SCORED, SCORED, SCORED, VIOLATION, SCORED, STRONG_VIOLATION),
-    ).fetchall()
-    return [IterationStat(int(r), int(i), b, int(n), int(v), int(sv), u) for r, i, b, n, v, sv, u in rows]
-
-
-def trajectories(stats: list[IterationStat]) -> list[Series]:
+def trajectories(stats: list[IterationScores]) -> list[Series]:
     """Best score so far (running maximum) of each parallel run, per iteration."""
-    by_run: dict[int, list[IterationStat]] = {}
+    by_run: dict[int, list[IterationScores]] = {}
     for s in stats:
         by_run.setdefault(s.run_id, []).append(s)
     series = []
@@ -259,7 +231,7 @@ def trajectories(stats: list[IterationStat]) -> list[Series]:
     return series
 
 
-def violation_rates(stats: list[IterationStat]) -> list[Series]:
+def violation_rates(stats: list[IterationScores]) -> list[Series]:
     """Share of scored candidates above the violation threshold per iteration, all runs pooled, in %."""
     pooled: dict[int, list[int]] = {}
     for s in stats:
@@ -273,7 +245,7 @@ def violation_rates(stats: list[IterationStat]) -> list[Series]:
 SCORE_BANDS = [Band(VIOLATION, "violation > 50"), Band(STRONG_VIOLATION, "strong > 70", color="#7a0016")]
 
 
-def weight_heatmap(st: RunStore, stats: list[IterationStat], top: int = 15) -> Heatmap:
+def weight_heatmap(st: RunStore, stats: list[IterationScores], top: int = 15) -> Heatmap:
     """P(a) per iteration, pooled over parallel runs, for the attributes heaviest in the latest iteration
     that has weights."""
     pairs = sorted({(s.run_id, s.iteration) for s in stats})
@@ -300,8 +272,8 @@ def weight_heatmap(st: RunStore, stats: list[IterationStat], top: int = 15) -> H
     for a in chosen:
         cells: list[HeatCell | None] = []
         for i in iters:
-            v = per_iter[i].get(a)
-            cells.append(None if v is None else HeatCell(value=v, share=v / vmax))
+            weight = per_iter[i].get(a)
+            cells.append(None if weight is None else HeatCell(value=weight, share=weight / vmax))
         rows.append((a, cells))
     return Heatmap(columns=[str(i + 1) for i in iters], rows=rows)
 
@@ -335,101 +307,41 @@ def iteration_records(st: RunStore) -> list[IterationRecord]:
 # --------------------------------------------------------------------------------------------- findings
 
 
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def find_candidates(st: RunStore, f: FindingFilter) -> FindingPage:
     """Candidates matching the filter, best first by default, one page of them."""
     return memoized("find", st.dir, f, lambda: _find_candidates(st, f))
 
 
-SCORE_ORDER = "score IS NULL, score DESC, iteration, run_id, slot, attempt"
-ORDERS = {
-    "score": SCORE_ORDER,
-    "iteration": "iteration, run_id, slot, attempt",
-    "recent": "coalesce(finished_at, created_at) DESC, id DESC",
-}
-_SORT_COLS = "id, score, iteration, run_id, slot, attempt, finished_at, created_at"
-
-
-def _where(f: FindingFilter) -> tuple[str, list[Any]]:
-    where: list[str] = ["status <> 'rejected'"]
-    args: list[Any] = []
-    if f.q:
-        where.append(
-            "(query LIKE ? ESCAPE '\\' OR response LIKE ? ESCAPE '\\' OR reasoning LIKE ? ESCAPE '\\' "
-            "OR attributes LIKE ? ESCAPE '\\')"
-        )
-        args += [_like(f.q)] * 3
-        # attributes are stored as JSON text: match the JSON-escaped form of the search text
-        args.append(_like(json.dumps(f.q, ensure_ascii=False)[1:-1]))
-    if f.min_score is not None:
-        where.append("score >= ?")
-        args.append(f.min_score)
-    if f.run_id is not None:
-        where.append("run_id = ?")
-        args.append(f.run_id)
-    if f.iteration is not None:
-        where.append("iteration = ?")
-        args.append(f.iteration)
+def search_of(f: FindingFilter) -> CandidateSearch:
+    """The store's search for a page's filter: the status choices are the explorer's names for
+    status sets and the violation thresholds."""
+    statuses: tuple[str, ...] = ()
+    above: float | None = None
     if f.status == "scored":
-        where.append("status = ?")
-        args.append(SCORED)
+        statuses = (SCORED,)
     elif f.status == "error":
-        where.append(f"status IN ({','.join('?' * len(ERROR_STATUSES))})")
-        args += list(ERROR_STATUSES)
+        statuses = ERROR_STATUSES
     elif f.status in ("violation", "strong"):
-        where.append("status = ? AND score > ?")
-        args += [SCORED, VIOLATION if f.status == "violation" else STRONG_VIOLATION]
-    return " AND ".join(where), args
-
-
-def matching_ids(st: RunStore, f: FindingFilter, limit: int, offset: int = 0) -> tuple[list[int], int]:
-    """(ids of one page of matches in display order, number of matches). limit -1: every match.
-
-    One scan: only the narrow sort columns are sorted, and the matches are counted alongside (sorting whole rows,
-    responses and all, costs several times more). NOT INDEXED: the partial score index would turn the scan into
-    one random table lookup per row. `distinct` keeps the best-scoring candidate of each query text."""
-    clause, args = _where(f)
-    inner = f"SELECT {_SORT_COLS} FROM candidates NOT INDEXED WHERE {clause}"
-    if f.distinct:
-        inner = (
-            f"SELECT {_SORT_COLS} FROM (SELECT {_SORT_COLS}, row_number() OVER (PARTITION BY trim(coalesce(query, ''))"
-            f" ORDER BY {SCORE_ORDER}) AS rn FROM candidates NOT INDEXED WHERE {clause}) WHERE rn = 1"
-        )
-    hits = st.conn.execute(
-        f"SELECT id, COUNT(*) OVER () FROM ({inner}) ORDER BY {ORDERS.get(f.sort, SCORE_ORDER)} LIMIT ? OFFSET ?",
-        args + [limit, offset],
-    ).fetchall()
-    if hits:
-        total = int(hits[0][1])
-    elif offset:
-        total = int(st.conn.execute(f"SELECT COUNT(*) FROM ({inner})", args).fetchone()[0])
-    else:
-        total = 0
-    return [h[0] for h in hits], total
-
-
-def candidates_by_id(st: RunStore, ids: list[int], chunk: int = 500) -> Iterator[CandidateRecord]:
-    """The records of `ids`, in that order (fetched in chunks: SQLite limits bound parameters)."""
-    for i in range(0, len(ids), chunk):
-        part = ids[i : i + chunk]
-        rows = st.conn.execute(
-            f"SELECT {_CAND_COLS} FROM candidates WHERE id IN ({','.join('?' * len(part))})", part
-        ).fetchall()
-        by_id = {r[0]: r for r in rows}
-        for cid in part:
-            if cid in by_id:
-                yield _candidate(by_id[cid])
+        statuses = (SCORED,)
+        above = VIOLATION if f.status == "violation" else STRONG_VIOLATION
+    return CandidateSearch(
+        text=f.q,
+        min_score=f.min_score,
+        score_above=above,
+        run_id=f.run_id,
+        iteration=f.iteration,
+        statuses=statuses,
+        sort=f.sort,
+        distinct=f.distinct,
+    )
 
 
 def _find_candidates(st: RunStore, f: FindingFilter) -> FindingPage:
-    ids, total = matching_ids(st, f, f.limit, f.offset)
+    found = st.search_candidates(search_of(f), f.limit, f.offset)
     stats = iteration_stats(st)
     return FindingPage(
-        items=list(candidates_by_id(st, ids)),
-        total=total,
+        items=list(st.candidates_by_id(found.ids)),
+        total=found.total,
         filter=f,
         run_ids=sorted({s.run_id for s in stats}),
         iterations=sorted({s.iteration for s in stats}),
@@ -440,9 +352,9 @@ def export_lines(directory: Path, f: FindingFilter) -> Iterator[str]:
     """Every candidate matching the filter as results.jsonl lines (the authors' field names), streamed with
     its own read-only connection."""
     with open_run(directory) as st:
-        ids, _ = matching_ids(st, f, -1)
+        found = st.search_candidates(search_of(f), -1)
         batch: list[str] = []
-        for c in candidates_by_id(st, ids):
+        for c in st.candidates_by_id(found.ids):
             batch.append(json.dumps(c.to_result(), ensure_ascii=False) + "\n")
             if len(batch) == 500:  # each yielded chunk crosses a thread; lines one by one cost 10× more
                 yield "".join(batch)

@@ -35,7 +35,7 @@ class RunSummary:
     outputs: int = 0  # the pipeline's output prompts: every parallel run's final replay buffer
     output_violations: int = 0  # of those, scored above the violation threshold (paper Table 1)
     created_at: str = ""
-    updated_at: str = ""
+    updated_at: float | str = ""  # epoch seconds of the last write, or "" when nothing was written
     models: dict[str, str] = field(default_factory=dict)  # role -> spec
     config: dict[str, Any] = field(default_factory=dict)
     problem: str = ""  # set when the run could not be read (shown instead of failing the list)

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Any
 
-from chunky.errors import ConfigError
 from chunky.models.base import (
     BadRequest,
     CallTimeout,
@@ -22,6 +20,7 @@ from chunky.models.base import (
     error_for_status,
 )
 from chunky.models.providers.openai_compat import retry_after_seconds
+from chunky.models.registry import PROVIDERS, api_key
 from chunky.models.types import ChatRequest, ChatResult, Usage
 
 DEFAULT_MAX_TOKENS = 1024
@@ -51,10 +50,7 @@ class AnthropicProvider(Provider):
 
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
-        key = os.environ.get("ANTHROPIC_API_KEY")
-        if not key:
-            raise ConfigError(f"model '{spec}' needs the environment variable ANTHROPIC_API_KEY")
-        self._key = key
+        self._key = api_key(PROVIDERS["anthropic"], f"model '{spec}'")
         self.base_url = spec.base_url
         self._clients: dict[int, Any] = {}
 

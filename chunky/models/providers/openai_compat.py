@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Any
 
-from chunky.errors import ConfigError
 from chunky.models.base import (
     BadRequest,
     CallTimeout,
@@ -23,10 +21,9 @@ from chunky.models.base import (
     ServerError,
     error_for_status,
 )
+from chunky.models.registry import PROVIDERS, api_key
 from chunky.models.structured import schema_instruction
 from chunky.models.types import ChatRequest, ChatResult, GenerateConfig, Message, TokenLogprob, Usage
-
-KEY_ENV = {"openai": "OPENAI_API_KEY", "openrouter": "OPENROUTER_API_KEY", "http": "MODEL_API_KEY"}
 
 # How a server accepts a JSON schema, tried in this order for servers of unknown flavour:
 # OpenAI's json_schema; llama.cpp's json_object + schema; else the schema stated in the prompt.
@@ -51,8 +48,8 @@ def retry_after_seconds(headers: Any) -> float | None:
     try:
         return float(ra)
     except ValueError:
-        from email.utils import parsedate_to_datetime
         import time
+        from email.utils import parsedate_to_datetime
 
         try:
             return max(0.0, parsedate_to_datetime(ra).timestamp() - time.time())
@@ -90,22 +87,16 @@ class OpenAICompatProvider(Provider):
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
         self.name = spec.provider
-        if spec.provider == "ollama":
-            self.api_key = "ollama"
-        else:
-            env = KEY_ENV[spec.provider]
-            key = os.environ.get(env)
-            if not key and spec.provider in ("openai", "openrouter"):
-                raise ConfigError(f"model '{spec}' needs the environment variable {env}")
-            # Local servers usually accept any key; the SDK insists on one.
-            self.api_key = key or "EMPTY"
+        # Hosted APIs refuse to start without their key; self-hosted servers get the table's stand-in key.
+        self.info = PROVIDERS[spec.provider]
+        self.api_key = api_key(self.info, f"model '{spec}'")
         self.schema_mode = 0 if spec.provider in ("openai", "openrouter", "http", "ollama") else 2
         self._clients: dict[int, Any] = {}
 
     @property
     def adaptive_key(self) -> str | None:
         # A self-hosted server (vLLM, llama.cpp, Ollama...) has the capacity it has; hosted APIs keep a fixed limit.
-        return self.spec.base_url if self.spec.provider in ("http", "ollama") else None
+        return self.spec.base_url if self.info.self_hosted else None
 
     def _client(self, timeout: float) -> Any:
         import openai
@@ -142,7 +133,7 @@ class OpenAICompatProvider(Provider):
             if cfg.top_logprobs:
                 body["top_logprobs"] = cfg.top_logprobs
         extra: dict[str, Any] = {}
-        if cfg.repeat_penalty is not None and self.spec.provider in ("http", "ollama"):
+        if cfg.repeat_penalty is not None and self.info.self_hosted:
             extra["repeat_penalty"] = cfg.repeat_penalty
         if request.json_schema is not None:
             if mode == "json_schema":
@@ -160,7 +151,7 @@ class OpenAICompatProvider(Provider):
         """One tiny structured call (1 token): fails when the server cannot be reached, and settles how this
         server takes a JSON schema, so concurrent first calls do not each find out with a rejected request."""
         # Hosted APIs take json_schema (and some reject a 1-token request); probe self-hosted servers only.
-        if self.spec.provider not in ("http", "ollama") or self.schema_mode >= len(SCHEMA_MODES) - 1:
+        if not self.info.self_hosted or self.schema_mode >= len(SCHEMA_MODES) - 1:
             return
         server = str(self.spec.base_url)
         if server in _SERVER_SCHEMA_MODE:  # another model on the same server was probed already
