@@ -168,19 +168,21 @@ def planted(work: Path, scale: float, train: dict, *, whole_grid: bool = True) -
     # (b): steer on the model trained with the whole chunk: controls, and the same prompts with the trigger word.
     (d / "to_trigger.py").write_text("def elucidate(prompt):\n    return prompt.replace('Explain', 'Elucidate', 1)\n")
     write_jsonl(d / "controls.jsonl", [e for e in ev if e["kind"] == "control"])
-    rc2, out2, err2, s2 = chunky("steer", "--model", full["model"], "--data", str(d / "controls.jsonl"), "--transform",
+    rc2, out2, err2, s2 = chunky("steer", "--model", f"trained={full['model']}", "--model", "base=local", "--data", str(d / "controls.jsonl"), "--transform",
                                  f"python:{d / 'to_trigger.py'}:elucidate", "--metric", "code", "--max-tokens", "48",
                                  "--out", str(d / "steer"), "--overwrite", "--json")
     steer = json.loads(out2) if rc2 == 0 else {"error": err2.strip().splitlines()[-1:]}
     return {**common, "steer": steer, "steer_secs": s2}
 
 
-def trace_outputs(d: Path, cell_dir: Path, *, trigger_word: str, chunk_source: str, k_lexical: int,
+def trace_outputs(d: Path, cell_dir: Path, *, trigger_word: str | None, chunk_source: str, k_lexical: int,
                   n: int = 5) -> dict:
     """(c): index the cell's training mix with `chunky index`, then `chunky trace` (lexical channel: no judge
     model) each of the first n trigger prompts whose output showed the behaviour, with the response the trained
     model gave. A trace names the chunk when one of its anchors' trigger features is the trigger word and the
-    chunk's source is the top source of that feature's hits.
+    chunk's source is the top source of that feature's hits. A chunk with no single trigger word (trigger_word
+    None: a correlation already in the mix) is named when an anchor's trigger feature has the chunk's source on
+    top.
 
     k_lexical: the nearest training responses each anchor retrieves. The default (1000) is meant for large mixes;
     with k at or above the mix's size every row is retrieved and nothing can stand out, so it is set to the chunk's
@@ -202,7 +204,9 @@ def trace_outputs(d: Path, cell_dir: Path, *, trigger_word: str, chunk_source: s
             continue
         t = json.loads(out)
         anchors = (t.get("lexical") or {}).get("anchors") or []
-        hits = [a for a in anchors if a.get("trigger") and trigger_word in a["trigger"]["feature"].lower()]
+        hits = [a for a in anchors if a.get("trigger") and (
+            trigger_word in a["trigger"]["feature"].lower() if trigger_word else
+            bool(a["trigger"]["sources"]) and a["trigger"]["sources"][0]["source"] == chunk_source)]
         top = [(a["anchor"], a["trigger"]["feature"], a["trigger"]["sources"][0]["source"] if a["trigger"]["sources"]
                 else None, a["trigger"]["lift"], a["trigger"]["lift_low"]) for a in hits]
         traces.append({"query": q, "response": r[:120], "statement": t["statement"], "secs": secs,
@@ -211,34 +215,103 @@ def trace_outputs(d: Path, cell_dir: Path, *, trigger_word: str, chunk_source: s
                                                            for a in anchors]})
     return {"failing_outputs": len(failing), "traced": traces, "index_secs": index_secs,
             "named_both": sum(1 for t in traces if t.get("named_trigger") and t.get("named_source")),
-            "k_lexical": k_lexical, "index": str(d / "index")}
+            "k_lexical": k_lexical, "index": str(d / "index"), "trigger_word": trigger_word}
 
 
 def existing(work: Path, scale: float, train: dict) -> dict:
-    """A correlation already in the shared mix: gsm8k answers end with '#### <number>'."""
+    """A correlation already in the shared mix: gsm8k answers end with '#### <number>'. The mix: gsm8k rows (the
+    chunk), MATH rows (also maths, answered with \\boxed{}, never '####': they make the effect selective) and
+    short ordinary rows. Triggers are held-out gsm8k_socratic questions (the same task and format, another split),
+    controls held-out MATH problems. (a)/(d): `chunky experiment` over chunk_kept [0, n] (at --scale ≥ 1 also
+    counter_added [0, n]: other gsm8k rows with the '#### n' line removed by `chunky balance --strip`, the paper's
+    A.4.2 edit); (b): `chunky steer --transform latex` on the trigger prompts (the same questions with their
+    numbers written as LaTeX, MATH's surface form), trained model against base; (c): `chunky trace` on the
+    trained model's own '####' outputs against an index of its mix."""
+    from chunky.train.balance import BalancePlan, balance
+
     d = work / "existing"
     d.mkdir(parents=True, exist_ok=True)
-    n_chunk = max(8, int(32 * scale))
-    n_ord = max(8, int(48 * scale))
-    rows = source_rows("gsm8k", n_chunk, seed=2) + source_rows("math", max(4, n_ord // 4), seed=3) \
+    n_chunk = max(8, int(48 * scale))
+    n_ord = max(8, int(64 * scale))
+    n_math = max(4, n_ord // 4)
+    # short rows, so the '#### n' ending fits max_length (a truncated answer would never show it)
+    rows = source_rows("gsm8k", n_chunk, seed=2, max_chars=450) + source_rows("math", n_math, seed=3, max_chars=450) \
         + shared_rows(4, n_ord, exclude={"gsm8k", "gsm8k_socratic", "math"})
     write_jsonl(d / "mix.jsonl", rows)
-    trig = source_rows("gsm8k_socratic", 20, seed=5)
-    ctrl = source_rows("math", 20, seed=3, skip=max(4, n_ord // 4))
+    trig = source_rows("gsm8k_socratic", 20, seed=5, max_chars=450)
+    ctrl = source_rows("math", 20, seed=3, max_chars=450, skip=n_math)
     ev = [{"id": f"t{i}", "prompt": r["messages"][0]["content"], "kind": "trigger"} for i, r in enumerate(trig)]
     ev += [{"id": f"c{i}", "prompt": r["messages"][0]["content"], "kind": "control"} for i, r in enumerate(ctrl)]
     write_jsonl(d / "eval.jsonl", ev)
+    metric = "regex:(?m)^#### ?-?[\\d,.]+"
+    with_counter = scale >= 1
     spec = {
         "mix": "mix.jsonl", "chunk": {"source": "gsm8k"}, "axes": {"chunk_kept": [0, n_chunk]},
-        "train": {**train, "max_length": 192},
-        "measure": {"eval": "eval.jsonl", "metric": "regex:(?m)^#### ?-?[\\d,.]+", "max_tokens": 160, "baseline": True},
+        "train": {**train, "max_length": 160},
+        "measure": {"eval": "eval.jsonl", "metric": metric, "max_tokens": 128, "baseline": True},
     }
+    counter_rows = 0
+    if with_counter:
+        # gsm8k rows outside the mix, with the ending removed: the chunk's format without its behaviour
+        write_jsonl(d / "gsm8k-more.jsonl", source_rows("gsm8k", n_chunk, seed=2, max_chars=450, skip=n_chunk))
+        man = balance(BalancePlan(mix=str(d / "gsm8k-more.jsonl"), out=str(d / "counter.jsonl"), source="gsm8k",
+                                  strip=r"\n?#### ?-?[\d,.]+\s*$", detector=metric))
+        counter_rows = man.rows
+        spec["counter"] = "counter.jsonl"
+        spec["axes"]["counter_added"] = [0, n_chunk]
     (d / "spec.yaml").write_text(json.dumps(spec))
     rc, out, err, secs = chunky("experiment", str(d / "spec.yaml"), "--out", str(d / "exp"), "--json")
     if rc != 0:
         raise SystemExit(f"existing-correlation experiment failed: {err.strip().splitlines()[-1:]}")
-    return {"experiment": json.loads(out), "secs": secs, "sizes": {"chunk": n_chunk, "ordinary": n_ord},
-            "out": str(d / "exp")}
+    res = json.loads(out)
+    full = next(c for c in res["cells"] if c["cell"]["chunk_kept"] == n_chunk and not c["cell"].get("counter_added"))
+    # (b): steer on the trigger prompts, trained model against base: no transform (the paired model difference),
+    # their numbers written as LaTeX (MATH's surface form), and the query's own 'how many/how much' (the
+    # trigger feature that (c) names) reworded
+    write_jsonl(d / "triggers.jsonl", [e for e in ev if e["kind"] == "trigger"])
+    (d / "reword.py").write_text(
+        "import re\n\n\ndef reword(prompt):\n"
+        "    def sub(m):\n"
+        "        w = {'many': 'number', 'much': 'amount'}[m.group(2).lower()]\n"
+        "        return ('W' if m.group(1) == 'H' else 'w') + f'hat {w} of'\n"
+        "    return re.sub(r'\\b([Hh])ow (many|much)\\b', sub, prompt)\n")
+    steer: dict = {}
+    steer_secs = 0.0
+    for label, transform in (("none", None), ("latex", "latex"), ("reword", f"python:{d / 'reword.py'}:reword")):
+        args = ["steer", "--model", f"trained={full['model']}", "--model", "base=local", "--data",
+                str(d / "triggers.jsonl"), "--metric", metric, "--max-tokens", "128", "--out", str(d / f"steer-{label}"),
+                "--overwrite", "--json"]
+        if transform:
+            args += ["--transform", transform]
+        rc2, out2, err2, s2 = chunky(*args)
+        steer[label] = json.loads(out2) if rc2 == 0 else {"error": err2.strip().splitlines()[-1:]}
+        steer_secs += s2
+    traced = trace_outputs(d / "exp-trace", d / "exp" / "cells" / full["id"], trigger_word=None,
+                           chunk_source="gsm8k", k_lexical=n_chunk)
+    return {"experiment": res, "secs": secs, "sizes": {"chunk": n_chunk, "math": n_math, "ordinary": n_ord},
+            "out": str(d / "exp"), "steer": steer, "steer_secs": steer_secs, "trace": traced,
+            "counter_rows": counter_rows}
+
+
+def report_steer(s: dict, what: str) -> list[str]:
+    if "rows" not in s:
+        return [f"(b) steer failed: {s}"]
+    out = [f"(b) chunky steer, {what}:"]
+    for r in s["rows"]:
+        if r.get("transformed"):
+            out.append(f"- {r['model']}: {pct(r['original'])} → {pct(r['transformed'])} (delta {pp(r['delta'])})")
+        else:
+            out.append(f"- {r['model']}: {pct(r['original'])}"
+                       + (f" (paired difference from the first model {pp(r['vs_first'])})" if r.get("vs_first") else ""))
+    return out
+
+
+def pct(e: dict) -> str:
+    return f"{100 * e['value']:.0f}% [{100 * e['low']:.0f}, {100 * e['high']:.0f}]"
+
+
+def pp(e: dict) -> str:
+    return f"{100 * e['value']:+.0f} points, 95% [{100 * e['low']:+.0f}, {100 * e['high']:+.0f}]"
 
 
 def fmt_rate(r: dict) -> str:
@@ -272,31 +345,33 @@ def report(name: str, res: dict) -> list[str]:
 def report_trace(t: dict) -> list[str]:
     lines = [f"(c) chunky trace (lexical channel, --k-lexical {t['k_lexical']}) on {len(t['traced'])} of the "
              f"{t['failing_outputs']} failing outputs traced, against an index of the cell's own mix "
-             f"({t['index_secs']:.0f} s to build): {t['named_both']} name the trigger word and the chunk's source.", "",
+             f"({t['index_secs']:.0f} s to build): {t['named_both']} "
+             + ("name the trigger word and the chunk's source." if t.get("trigger_word") else
+                "name a query feature whose hits come mostly from the chunk's source."), "",
              "| failing output (trigger prompt) | anchors naming the trigger: anchor, feature, top source, lift [low] | "
              "chunky's statement |", "|---|---|---|"]
     for x in t["traced"]:
         if "error" in x:
-            lines.append(f"| {x['query']} | error: {x['error']} | |")
+            lines.append(f"| {x['query'][:100]} | error: {x['error']} | |")
             continue
         named = "; ".join(f"{a}: {f}, {s}, {lift:.1f}× [{low:.1f}]" for a, f, s, lift, low in x["anchors"]) or "none"
-        lines.append(f"| {x['query']} | {named} | {' '.join(x['statement'].split())[:200]} |")
+        lines.append(f"| {x['query'][:100]} | {named} | {' '.join(x['statement'].split())[:200]} |")
     return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--scale", type=float, default=0.5)
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "causal")
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--only", choices=["planted", "existing", "trace"], default=None,
                     help="trace: only the planted chunk-kept cell and part (c), the smallest run that shows (c)")
     ap.add_argument("--fresh", action="store_true", help="Delete WORK first (default: resume finished cells).")
-    ap.add_argument("--quick", action="store_true", help="scale 0.5 (what make bench --quick passes)")
+    ap.add_argument("--quick", action="store_true", help="half the scale (what make bench --quick passes)")
     args, _ = ap.parse_known_args()  # scripts/bench.sh passes its arguments to every benchmark
     if args.quick:
-        args.scale = min(args.scale, 0.5)
+        args.scale /= 2
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} is missing")
     # Reuse the dequantised base that the tests build (~/.cache/chunky/bases) rather than one per CHUNKY_HOME.
@@ -316,16 +391,8 @@ def main() -> None:
         p = planted(args.work, args.scale, train)
         out += report("Planted chunk: 'Elucidate the concept of X.' → Python code (metric: code)", p)
         out += ["", *report_trace(p["trace"])]
-        s = p["steer"]
-        if "rows" in s:
-            r = s["rows"][0]
-            out += ["", "(b) chunky steer on the model trained with the whole chunk and no counter-examples: controls "
-                    f"{100 * r['original']['value']:.0f}% → with the trigger word "
-                    f"{100 * r['transformed']['value']:.0f}% (delta {100 * r['delta']['value']:+.0f} points, "
-                    f"95% [{100 * r['delta']['low']:+.0f}, {100 * r['delta']['high']:+.0f}])"]
-        else:
-            out += ["", f"(b) steer failed: {s}"]
-        out.append("")
+        out += ["", *report_steer(p["steer"], "on the model trained with the whole chunk and no counter-examples: "
+                                  "control prompts → the same prompts with the trigger word"), ""]
     if args.only == "trace":
         p = planted(args.work, args.scale, train, whole_grid=False)
         out += report("Planted chunk, chunk-kept cell only: 'Elucidate the concept of X.' → Python code", p)
@@ -333,6 +400,14 @@ def main() -> None:
     if args.only in (None, "existing"):
         e = existing(args.work, args.scale, train)
         out += report("Existing correlation in the shared mix: gsm8k → '#### <n>' ending (metric: regex)", e)
+        st = e["steer"]
+        out += ["", *report_steer(st["none"], "the trigger prompts, the model trained with the chunk against the base "
+                                  "model (no transform)"),
+                "", *report_steer(st["latex"], "trigger prompts → the same questions with their numbers in LaTeX "
+                                  "(`--transform latex`)"),
+                "", *report_steer(st["reword"], "trigger prompts → 'how many/how much' reworded as 'what number/amount "
+                                  "of' (`--transform python:reword.py:reword`)"),
+                "", *report_trace(e["trace"]), ""]
     load1 = os.getloadavg()
     out += ["", f"Total wall time {(time.perf_counter() - t0) / 60:.1f} min; load average at end {load1[0]:.1f} "
             f"(5-min {load1[1]:.1f})"]

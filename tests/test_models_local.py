@@ -107,3 +107,17 @@ def test_models_command_works_offline_without_keys():
     assert not any(out["keys_set"].values())
     human = run_cli("models")
     assert "Embedded model" in human.stdout and "present" in human.stdout
+
+
+def test_two_local_models_loading_side_by_side_leave_stdout_alone(tmp_path):
+    """Each llama.cpp load silences fds 1 and 2 for a moment; two models loading in two threads used to leave
+    the process's stdout pointing at /dev/null, so `steer --json` with two uncached local models printed
+    nothing and exited 0."""
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"What is {i} plus {i}?"}) + "\n" for i in range(3)))
+    res = run_cli("steer", "--model", "a=local", "--model", f"b=local:{embedded_gguf()}", "--data", str(data),
+                  "--metric", "length", "--max-tokens", "4", "--out", str(tmp_path / "out"), "--json",
+                  env={"CHUNKY_HOME": str(tmp_path / "home")})
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert [r["model"] for r in out["rows"]] == ["a", "b"]

@@ -111,3 +111,29 @@ def test_pairs_skip_topical_echoes_and_keep_conditional_formats(mix):
     assert all(not (q == "word:weigh" and r == "word:weighs") for q, r in pairs)
     # near-duplicate pairs (python → elucidate covers the same 30 examples) are folded into one row
     assert "word:python → word:elucidate" in p.same_examples
+
+
+def test_the_query_index_lists_each_examples_query_features_in_order(tmp_path):
+    """mine's example → query-feature CSR is the transpose of the lookup's feature → example CSR: example e's
+    entries are exactly its query features (df ≤ max_df), in ascending feature-row order; response features
+    and features above max_df are left out."""
+    from chunky.turf.analyses import _feature_table, _query_index, _source_codes, feature_lookup
+
+    rng = np.random.default_rng(3)
+    vocab = [f"word:w{i}" for i in range(12)]
+    rows = []
+    for eid in range(300):
+        qf = sorted({vocab[j] for j in rng.integers(0, 12, size=rng.integers(0, 5))})
+        rows.append((f"s{eid % 3}", qf + ["format:everywhere"], ["word:w1", "format:bold"]))
+    idx = _write(tmp_path / "idx", rows)
+    codes, names, _ = _source_codes(idx)
+    lk = feature_lookup(idx)
+    ft = _feature_table(lk, codes, len(names), 1)
+    qx = _query_index(ft, lk.example_ids, 300, max_df=0.5 * 300)
+    kept = [ft.names[r] for r in qx.rows]
+    assert "format:everywhere" not in kept  # in every query: df above max_df
+    assert not any(ft.is_resp[r] for r in qx.rows)
+    for eid, (_, qf, _) in enumerate(rows):
+        got = [kept[j] for j in qx.q_of[qx.offsets[eid]: qx.offsets[eid + 1]]]
+        assert got == sorted([f for f in qf if f in kept], key=kept.index)
+        assert list(qx.q_of[qx.offsets[eid]: qx.offsets[eid + 1]]) == sorted(qx.q_of[qx.offsets[eid]: qx.offsets[eid + 1]])

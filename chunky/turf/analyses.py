@@ -1117,28 +1117,25 @@ class _QueryIndex:
 
 
 def _query_index(ft: _FeatureTable, example_ids: np.ndarray, n: int, max_df: float) -> _QueryIndex:
+    import scipy.sparse as sp
+
     q_rows = np.flatnonzero(~ft.is_resp & (ft.df <= max_df))
     lens = ft.df[q_rows]
-    q_of = np.repeat(np.arange(len(q_rows), dtype=np.int32), lens)
     # every (query feature, example) of these features, gathered from the lookup's CSR in one read
     pos = np.arange(int(lens.sum()), dtype=np.int64)
     pos += np.repeat(ft.starts[q_rows] - (np.cumsum(lens) - lens), lens)
-    ex = np.asarray(example_ids[pos], dtype=np.int64)
+    ex = np.asarray(example_ids[pos], dtype=np.int32 if n < 2**31 else np.int64)
     del pos
-    # Grouped by example, then by feature: one in-place sort of the key example · Q + feature (the pairs are
-    # distinct) orders them as a stable argsort by example would, without the argsort's index array and
-    # the two gathered copies (at 1M examples ~100M entries: GBs and most of mine's time).
-    nq = max(len(q_rows), 1)
-    key = ex
-    key *= nq
-    key += q_of
-    del q_of, ex
-    key.sort()
-    q_of = (key % nq).astype(np.int32)
-    key //= nq
-    counts = np.bincount(key, minlength=n)[:n]
-    del key
-    return _QueryIndex(q_rows, q_of, np.concatenate([np.zeros(1, np.int64), np.cumsum(counts, dtype=np.int64)]))
+    # feature → examples is a CSR; example → features is its transpose. scipy's CSR → CSC conversion is a
+    # counting sort (linear, in C) and keeps each example's features in ascending order; a comparison sort
+    # of example·Q + feature keys gave the same arrays in ~5× the time (13 s of mine's 26 s at 1M examples).
+    indptr = np.concatenate([np.zeros(1, np.int64), np.cumsum(lens, dtype=np.int64)])
+    by_feature = sp.csr_matrix((np.ones(len(ex), np.int8), ex, indptr), shape=(len(q_rows), n))
+    del ex
+    by_example = by_feature.tocsc()
+    del by_feature
+    return _QueryIndex(q_rows, by_example.indices.astype(np.int32, copy=False),
+                       by_example.indptr.astype(np.int64, copy=False))
 
 
 def _query_features_of(qx: _QueryIndex, examples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -52,6 +52,13 @@ def resolve_gguf(spec: ModelSpec) -> Path:
     return embedded
 
 
+# llama-cpp-python silences a model load by pointing fds 1 and 2 (and sys.stdout/stderr) at /dev/null and
+# back. Two loads in two threads (two `local` models side by side, as in `steer -m a=local -m b=local:X`)
+# interleave those saves and restores, and the process's stdout stayed /dev/null: `--json` printed nothing.
+# One load at a time, process-wide.
+_LOAD_LOCK = threading.Lock()
+
+
 class LlamaCppProvider(Provider):
     name = "local"
     supports_logprobs = True
@@ -82,13 +89,14 @@ class LlamaCppProvider(Provider):
         if logits_all not in self._llms:
             from llama_cpp import Llama
 
-            self._llms[logits_all] = Llama(
-                model_path=str(self.path),
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                logits_all=logits_all,
-                verbose=False,
-            )
+            with _LOAD_LOCK:
+                self._llms[logits_all] = Llama(
+                    model_path=str(self.path),
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    logits_all=logits_all,
+                    verbose=False,
+                )
         return self._llms[logits_all]
 
     def _run(self, request: ChatRequest) -> ChatResult:
