@@ -411,9 +411,14 @@ def main() -> None:
     load1 = os.getloadavg()
     out += ["", f"Total wall time {(time.perf_counter() - t0) / 60:.1f} min; load average at end {load1[0]:.1f} "
             f"(5-min {load1[1]:.1f})"]
+    failed = [line for line in out if "steer failed" in line or "| error:" in line]
+    if failed:  # a failed step shows in the last line and the exit code, never as a finished benchmark
+        out += ["", f"FAILED: {len(failed)} step(s) failed; first: {failed[0][:200]}"]
     text = "\n".join(out)
     print(text)
     (args.work / "RESULTS-causal.md").write_text(text + "\n")
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
